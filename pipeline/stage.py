@@ -1,0 +1,47 @@
+"""What every stage declares to DVC, and the shared shape of a stage's ``main``.
+
+Each stage module exposes ``spec(...) -> StageSpec``, the exact params, deps
+and outs of its dvc.yaml entry. ``tests/test_dvc_yaml.py`` checks dvc.yaml
+against these specs, and ``main`` loads only ``spec.params``, so the
+declarations cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.errors import RnnlabError
+from pipeline.params import LEVELS, PARAMS_FILE
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One dvc.yaml stage: the dotted params keys, and the paths it reads and writes."""
+
+    params: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+
+
+def parser(doc: str | None, *, level: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage shares."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: %(default)s)")
+    if level:
+        p.add_argument("--level", choices=LEVELS, required=True, help="token level")
+    return p
+
+
+def run(body: Callable[[], object]) -> int:
+    """Run a stage body; print a user error as one clean message (exit 2)."""
+    try:
+        body()
+    except RnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,186 @@
+"""Stage ``vocab``: count tokens, keep the top ones, report out-of-vocabulary rates.
+
+    python -m pipeline.vocab --level word
+
+The vocabulary is built from the train split: ``<pad>`` = 0, ``<unk>`` = 1,
+``<eos>`` = 2, then tokens with at least ``min_count`` occurrences, by count
+descending, then by token (code point order) ascending, up to ``max_size``
+entries in all. Writes ``data/vocab/<level>.json`` (tokens and counts, which
+models load and never rebuild) and ``data/metrics/vocab-<level>.json`` (size
+and OOV rate per split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import paths, stage
+from pipeline.errors import DataError
+from pipeline.io import write_json
+from pipeline.params import SPECIALS, load_params
+from pipeline.shards import iter_batches
+
+PAD, UNK, EOS = 0, 1, 2
+TOKENS_WHAT = "token shard folder"
+TOKENS_REQUIRED = {
+    "doc_id": (pa.int64(),),
+    "split": (pa.string(), pa.large_string()),
+    "tokens": (pa.list_(pa.string()), pa.large_list(pa.string())),
+}
+_COMPACT_ROWS = 2_000_000  # merge partial counts once they hold this many rows
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """An id ↔ token mapping with the training counts. Specials occupy ids 0-2."""
+
+    level: str
+    tokens: tuple[str, ...]
+    counts: tuple[int, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if tuple(self.tokens[: len(SPECIALS)]) != SPECIALS:
+            raise DataError(f"vocabulary ({self.level}) must start with {SPECIALS}, got {self.tokens[:3]}")
+        object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def id(self, token: str) -> int:
+        return self._index.get(token, UNK)
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        return [self._index.get(t, UNK) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.tokens[i] for i in ids]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level, "specials": list(SPECIALS), "tokens": list(self.tokens), "counts": list(self.counts)}
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the id mapping (tokens in order; counts excluded)."""
+        return hashlib.sha256(json.dumps(self.tokens, ensure_ascii=False).encode()).hexdigest()
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Vocab:
+        return cls(level=obj["level"], tokens=tuple(obj["tokens"]), counts=tuple(obj["counts"]))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path}: vocabulary not found; run `dvc repro` (stage vocab) first") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not a vocabulary file ({e})") from None
+        return cls.from_json(obj)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_json())
+
+
+class _Counter:
+    """Token counts per split, merged in Arrow so memory tracks distinct tokens, not corpus size."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[pa.Table]] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, split: str, tokens: pa.Array) -> None:
+        vc = pc.value_counts(tokens)
+        part = pa.table({"token": vc.field("values"), "count": vc.field("counts")})
+        self.parts.setdefault(split, []).append(part)
+        self.rows[split] = self.rows.get(split, 0) + part.num_rows
+        if self.rows[split] > _COMPACT_ROWS:
+            self.parts[split] = [self.total(split)]
+            self.rows[split] = self.parts[split][0].num_rows
+
+    def total(self, split: str) -> pa.Table:
+        table = pa.concat_tables(self.parts.get(split, []) or [_EMPTY])
+        out = table.group_by("token").aggregate([("count", "sum")])
+        return out.rename_columns(["token", "count"])
+
+
+_EMPTY = pa.table({"token": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+
+
+def count_tokens(tokens_dir: Path) -> tuple[dict[str, pa.Table], dict[str, int]]:
+    """Per split: (token, count) tables, and the number of documents."""
+    counter = _Counter()
+    docs: dict[str, int] = {}
+    for batch in iter_batches(tokens_dir, ["split", "tokens"], required=TOKENS_REQUIRED, what=TOKENS_WHAT, batch_rows=8192):
+        splits = batch.column("split")
+        for split in pc.unique(splits).to_pylist():
+            rows = batch.column("tokens").filter(pc.equal(splits, split))
+            counter.add(split, pc.list_flatten(rows))
+            docs[split] = docs.get(split, 0) + len(rows)
+    if "train" not in docs:
+        raise DataError(f"{tokens_dir}: no train documents; the vocabulary is built from the train split")
+    return {split: counter.total(split) for split in docs}, docs
+
+
+def build_vocab(level: str, train_counts: pa.Table, max_size: int, min_count: int, train_docs: int) -> Vocab:
+    """Top tokens by (count desc, token asc); specials first."""
+    counts = train_counts.filter(pc.invert(pc.is_in(train_counts["token"], pa.array(SPECIALS))))
+    counts = counts.filter(pc.greater_equal(counts["count"], min_count))
+    order = pc.sort_indices(counts, sort_keys=[("count", "descending"), ("token", "ascending")])
+    top = counts.take(order).slice(0, max_size - len(SPECIALS))
+    total = pc.sum(train_counts["count"]).as_py() or 0
+    unk = total - (pc.sum(top["count"]).as_py() or 0)
+    tokens = (*SPECIALS, *top["token"].to_pylist())
+    assert len(set(tokens)) == len(tokens), "vocabulary tokens must be unique"
+    return Vocab(level, tokens, (0, unk, train_docs, *top["count"].to_pylist()))
+
+
+def oov_metrics(vocab: Vocab, counts: dict[str, pa.Table], docs: dict[str, int]) -> dict[str, Any]:
+    known = pa.array(vocab.tokens[len(SPECIALS) :])
+    out: dict[str, Any] = {"size": len(vocab), "splits": {}}
+    for split, table in sorted(counts.items()):
+        total = pc.sum(table["count"]).as_py() or 0
+        hit = pc.sum(table.filter(pc.is_in(table["token"], known))["count"]).as_py() or 0
+        out["splits"][split] = {
+            "docs": docs[split],
+            "tokens": total,
+            "types": table.num_rows,
+            "oov_tokens": total - hit,
+            "oov_rate": (total - hit) / total if total else 0.0,
+        }
+    return out
+
+
+def spec(level: str) -> stage.StageSpec:
+    return stage.StageSpec(
+        params=(f"vocab.{level}",),
+        deps=("pipeline/vocab.py", "pipeline/shards.py", "pipeline/io.py", "pipeline/params.py", str(paths.tokens(level))),
+        outs=(str(paths.vocab(level)),),
+        metrics=(str(paths.vocab_metrics(level)),),
+    )
+
+
+def run(level: str, params_file: str) -> None:
+    cfg = load_params(spec(level).params, params_file)[f"vocab.{level}"]
+    counts, docs = count_tokens(paths.tokens(level))
+    vocab = build_vocab(level, counts["train"], cfg.max_size, cfg.min_count, docs["train"])
+    vocab.save(paths.vocab(level))
+    write_json(paths.vocab_metrics(level), oov_metrics(vocab, counts, docs))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = stage.parser(__doc__, level=True).parse_args(argv)
+    return stage.run(lambda: run(args.level, args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
