@@ -62,12 +62,12 @@ def write_documents(batches: Iterable[pa.Table], folder: Path, describe: str) ->
         if writer is None:
             raise DataError(f"corpus: {describe} produced no documents; check its path and settings in params.yaml")
         writer.close()
-    missing = [s for s in SPLITS if s not in stats]
-    if missing:
-        raise DataError(
-            f"corpus: {describe} produced no documents for split(s) {', '.join(missing)}; "
-            "give those splits their own files or a holdout fraction in params.yaml"
-        )
+        missing = [s for s in SPLITS if s not in stats]
+        if missing:  # checked before the folder is published, so no half-usable table is left behind
+            raise DataError(
+                f"corpus: {describe} produced no documents for split(s) {', '.join(missing)}; "
+                "give those splits their own files or a holdout fraction in params.yaml"
+            )
     return stats
 
 

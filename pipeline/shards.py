@@ -19,9 +19,14 @@ from pipeline.errors import DataError
 COMPRESSION = "zstd"
 
 
+ROW_GROUP_BYTES = 32 << 20  # buffer small tables into row groups of about this size
+
+
 class ShardWriter:
     """Append tables to a folder of Parquet shards, rotating every ``rows_per_shard`` rows.
 
+    Small tables are buffered into row groups of about ``ROW_GROUP_BYTES``:
+    one row group per small batch would cost a quarter of the write time.
     Write into an ``atomic_dir`` so that the folder appears only when complete.
     """
 
@@ -36,6 +41,8 @@ class ShardWriter:
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_shard = 0
+        self._pending: list[pa.Table] = []
+        self._pending_bytes = 0
 
     def _open(self) -> pq.ParquetWriter:
         path = self.folder / f"{self.prefix}-{self.shards:05d}.parquet"
@@ -47,6 +54,17 @@ class ShardWriter:
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         table = table.select(self.schema.names).cast(self.schema)
+        self.rows += table.num_rows
+        self._pending.append(table)
+        self._pending_bytes += table.nbytes
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_bytes = [], 0
         start = 0
         while start < table.num_rows:
             if self._writer is None or self._rows_in_shard >= self.rows_per_shard:
@@ -56,10 +74,10 @@ class ShardWriter:
             take = min(self.rows_per_shard - self._rows_in_shard, table.num_rows - start)
             self._writer.write_table(table.slice(start, take))
             self._rows_in_shard += take
-            self.rows += take
             start += take
 
     def close(self) -> None:
+        self._flush()
         if self._writer is None:  # no rows at all: still leave one (empty) shard with the schema
             self._writer = self._open()
         self._writer.close()
@@ -72,6 +90,7 @@ class ShardWriter:
         if exc_type is None:
             self.close()
         elif self._writer is not None:
+            self._pending.clear()
             self._writer.close()
 
 

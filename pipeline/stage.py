@@ -17,6 +17,12 @@ from pipeline.errors import RnnlabError
 from pipeline.params import LEVELS, PARAMS_FILE
 
 
+# Imported by every stage but unable to change a stage's output bytes: error
+# messages, argument parsing, and path names (which dvc.yaml repeats anyway).
+# Editing them should not rerun the pipeline, so they are not declared as deps.
+NOT_DEPS = ("pipeline/errors.py", "pipeline/stage.py", "pipeline/paths.py")
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One dvc.yaml stage: the dotted params keys, and the paths it reads and writes."""

@@ -83,7 +83,8 @@ class WordTokenizer:
     def _bytes(self, texts: pa.StringArray) -> pa.ListArray:
         offsets, data = _string_buffers(texts)
         n = len(data)
-        cls = self._classes[data]
+        # np.take and np.compress, not fancy or boolean indexing: ~1.5x faster on byte arrays.
+        cls = np.take(self._classes, data)
         word = cls == 1
         # A word byte continues a token when the byte before it is a word byte of the same document.
         cont = np.zeros(n, bool)
@@ -97,7 +98,7 @@ class WordTokenizer:
         ends = np.flatnonzero(keep & ~ends)
         token_offsets = np.zeros(len(starts) + 1, np.int32)
         np.cumsum(ends - starts + 1, out=token_offsets[1:])
-        chars = self._lower[data[keep]]
+        chars = np.take(self._lower, np.compress(keep, data))
         values = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets), pa.py_buffer(chars))
         list_offsets = np.searchsorted(starts, offsets).astype(np.int32)
         return pa.ListArray.from_arrays(pa.array(list_offsets), values)

@@ -1,0 +1,95 @@
+"""Helpers shared by tests: a throwaway copy of the repo, real DVC, real params.
+
+Tests never write into the repository: ``copy_repo`` makes a fresh git repo
+under ``tmp_path`` holding the project's files, and every command runs there.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+VENV_BIN = Path(sys.executable).parent
+
+
+def project_files() -> list[str]:
+    """Tracked files plus untracked ones git does not ignore (work in progress counts)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return [f for f in out.decode().split("\0") if f and (ROOT / f).is_file()]
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for dvc and stage commands: this venv first, analytics off."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the project into ``dest`` as a new git + DVC repo with its caches inside ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    env = tool_env(PREFECT_HOME=str(dest / ".prefect"))
+    # DVC keeps a per-repo site cache outside the repo by default; keep it in the sandbox.
+    run(dest, "dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site"), env=env)
+    return dest
+
+
+def run(cwd: Path, *cmd: str, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 900) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run a command in ``cwd``; on failure, raise with its output shown."""
+    proc = subprocess.run(
+        list(cmd), cwd=cwd, env=env or tool_env(PREFECT_HOME=str(cwd / ".prefect")),
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def load_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_params(path: Path, overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the real params.yaml, shrunk by ``overrides``, to ``path``."""
+    params = merge(base if base is not None else load_params(), overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return params
+
+
+# A small grammar corpus: the real defaults with fewer documents.
+SMALL_CORPUS = {"corpus": {"source": "grammar", "grammar": {"train_docs": 400, "valid_docs": 60, "test_docs": 60}}}

@@ -1,0 +1,103 @@
+"""dvc.yaml says exactly what each stage reads and writes.
+
+DVC's own parser resolves dvc.yaml (foreach, ``${...}``), then each stage is
+checked against its module's ``spec()``: params keys, deps, outs, metrics and
+plots must match exactly, and the code deps must be exactly the project files
+that the stage's command imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+from pipeline.params import read_params
+from pipeline.stage import NOT_DEPS
+from tests.support import ROOT, copy_repo
+
+PACKAGES = ("pipeline", "models", "flows")
+TRACE = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None))))
+"""
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    repo = copy_repo(tmp_path_factory.mktemp("dvcyaml") / "repo")
+    with Repo(str(repo)) as dvc:
+        return {s.name: s for s in dvc.index.stages}
+
+
+def _module_and_item(cmd: str) -> tuple[str, str | None]:
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["python", "-m"], f"stage cmd must be `python -m <module>`, got {cmd!r}"
+    assert argv[2].split(".")[0] in ("pipeline", "flows"), f"stage module must be in pipeline/ or flows/: {cmd!r}"
+    item = argv[argv.index("--level") + 1] if "--level" in argv else None
+    return argv[2], item
+
+
+def _spec(module_name: str, item: str | None):
+    spec = importlib.import_module(module_name).spec
+    (name,) = inspect.signature(spec).parameters or (None,)
+    if name == "level":
+        return spec(item)
+    if name == "source":
+        return spec(read_params(ROOT / "params.yaml").corpus.source)
+    assert name is None, f"{module_name}.spec takes an unknown argument {name!r}"
+    return spec()
+
+
+def _imported_project_files(modules: list[str]) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", TRACE, *modules], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = {Path(f).resolve() for f in json.loads(out.stdout)}
+    rel = {f.relative_to(ROOT).as_posix() for f in files if ROOT in f.parents and f.suffix == ".py"}
+    # Top-level package __init__ files hold docstrings and environment defaults only.
+    top_inits = {f"{p}/__init__.py" for p in PACKAGES}
+    return {f for f in rel if f.split("/")[0] in PACKAGES and f not in NOT_DEPS and f not in top_inits}
+
+
+def test_every_stage_matches_its_spec(stages: dict[str, object]) -> None:
+    assert stages, "dvc.yaml has no stages"
+    for name, stage in stages.items():
+        module, item = _module_and_item(stage.cmd)
+        spec = _spec(module, item)
+        params = {key for dep in stage.params for key in dep.params}
+        deps = {d.def_path for d in stage.deps if d not in stage.params}
+        outs = {o.def_path for o in stage.outs if not o.metric and not o.plot}
+        metrics = {o.def_path for o in stage.outs if o.metric}
+        plots = {o.def_path for o in stage.outs if o.plot}
+        assert params == set(spec.params), f"{name}: params in dvc.yaml {params} != spec {set(spec.params)}"
+        assert deps == set(spec.deps), f"{name}: deps in dvc.yaml {deps ^ set(spec.deps)} differ from spec"
+        assert outs == set(spec.outs), f"{name}: outs {outs} != spec {set(spec.outs)}"
+        assert metrics == set(spec.metrics), f"{name}: metrics {metrics} != spec {set(spec.metrics)}"
+        assert plots == set(spec.plots), f"{name}: plots {plots} != spec {set(spec.plots)}"
+
+
+def test_code_deps_are_exactly_what_each_stage_imports(stages: dict[str, object]) -> None:
+    source = read_params(ROOT / "params.yaml").corpus.source
+    for name, stage in stages.items():
+        module, _ = _module_and_item(stage.cmd)
+        # The corpus stage imports its source lazily; trace the chosen one too.
+        extra = [f"pipeline.sources.{source}"] if module == "pipeline.corpus" else []
+        imported = _imported_project_files([module, *extra])
+        code_deps = {d.def_path for d in stage.deps if d not in stage.params and (ROOT / d.def_path).exists()
+                     and not d.def_path.startswith(("data/", "artifacts/"))}  # fmt: skip
+
+        def covered(f: str) -> bool:
+            return any(f == d or f.startswith(d.rstrip("/") + "/") for d in code_deps)
+
+        missing = sorted(f for f in imported if not covered(f))
+        unused = sorted(d for d in code_deps if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in imported))
+        assert not missing, f"{name}: imports {missing} but dvc.yaml does not list them as deps"
+        assert not unused, f"{name}: lists deps {unused} that it never imports"

@@ -1,0 +1,74 @@
+"""params.yaml validation: every problem listed, each named by its key, with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ParamsError
+from pipeline.params import Params, load_params, read_params, validate
+from tests.support import ROOT, load_params as raw_params, merge, write_params
+
+
+def test_repo_params_are_valid() -> None:
+    params = read_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.corpus.source == "grammar"  # the built-in default works offline
+
+
+def test_stage_gets_only_the_keys_it_asks_for() -> None:
+    got = load_params(["windows.word", "corpus.source"], ROOT / "params.yaml")
+    assert set(got) == {"windows.word", "corpus.source"}
+    assert got["windows.word"].length >= 2
+
+
+def test_bad_value_names_key_and_bound() -> None:
+    with pytest.raises(ParamsError) as e:
+        validate(merge(raw_params(), {"windows": {"word": {"length": 1}}}))
+    assert "windows.word.length: must be ≥ 2, got 1" in str(e.value)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    bad = merge(
+        raw_params(),
+        {
+            "windows": {"word": {"length": 1}, "char": {"lenght": 5}},
+            "vocab": {"char": {"max_size": 2}},
+            "corpus": {"source": "wiki"},
+        },
+    )
+    with pytest.raises(ParamsError) as e:
+        validate(bad)
+    msg = str(e.value)
+    assert "has 4 problems" in msg
+    assert "windows.word.length: must be ≥ 2, got 1" in msg
+    assert "windows.char.lenght: unknown key; valid keys here: modes, length" in msg
+    assert "vocab.char.max_size: must be ≥ 4 (the specials <pad>, <unk>, <eos> plus one token), got 2" in msg
+    assert "corpus.source: must be one of 'grammar', 'text'" in msg and "got 'wiki'" in msg
+
+
+def test_unknown_section_and_missing_section() -> None:
+    raw = raw_params()
+    raw["trian"] = {}
+    del raw["windows"]
+    with pytest.raises(ParamsError) as e:
+        validate(raw)
+    assert "trian: unknown key" in str(e.value)
+    assert "windows: missing" in str(e.value)
+
+
+def test_bad_regex_is_named() -> None:
+    with pytest.raises(ParamsError, match=r"tokenize.word.pattern: not a valid regular expression"):
+        validate(merge(raw_params(), {"tokenize": {"word": {"pattern": "[a-z"}}}))
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        read_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("corpus: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        read_params(tmp_path / "params.yaml")
+    write_params(tmp_path / "params.yaml", {"windows": {"word": {"stride": 0}}})
+    with pytest.raises(ParamsError, match=str(tmp_path / "params.yaml")):
+        read_params(tmp_path / "params.yaml")
