@@ -37,7 +37,12 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -m 'not slow'
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/tokenize.py
+	$(BIN)/python -m bench.tokenize
+	$(BIN)/python -m bench.wikipedia
+	$(BIN)/python -m bench.train_throughput
+	$(BIN)/python -m bench.sample_speed
+	$(BIN)/python -m bench.cells
+	$(BIN)/python -m bench.ngram
 
 clean:
 	rm -rf data artifacts .prefect

@@ -34,6 +34,7 @@ def spec(source: str) -> stage.StageSpec:
         deps=(
             "pipeline/corpus.py",
             "pipeline/sources",
+            "pipeline/download.py",
             "pipeline/docs.py",
             "pipeline/shards.py",
             "pipeline/io.py",

@@ -66,10 +66,95 @@ class TextParams(Section):
     seed: int = 0  # decides which train documents are held out
 
 
+def _sha256_hex(v: str | None) -> str | None:
+    if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+        raise ValueError(f"must be 64 hex digits (a sha256) or null, got {v!r}")
+    return v.lower() if v is not None else None
+
+
+class DownloadParams(Section):
+    """Where a source's file comes from: fetched once by pipeline.download into ``cache_dir``."""
+
+    url: str  # http(s):// URL, file:// URL or local path (local files are read in place)
+    sha256: str | None = None  # verify the file when given
+    size: int | None = Field(None, ge=0)  # bytes; verify when given
+    cache_dir: str = "data/cache"  # pipeline.paths.DOWNLOADS: not a DVC output, survives reruns
+    retries: int = Field(5, ge=0)  # attempts without progress, with exponential backoff
+    timeout: float = Field(30.0, gt=0)  # seconds to connect and per read
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        return _sha256_hex(v)
+
+
+class WikipediaParams(DownloadParams):
+    """A MediaWiki XML dump (pages-articles), stripped to plain prose (seed 001)."""
+
+    url: str = "https://dumps.wikimedia.org/simplewiki/latest/simplewiki-latest-pages-articles.xml.bz2"
+    index_url: str | None = None  # multistream index (…-multistream-index.txt.bz2): read stream by stream
+    namespaces: tuple[int, ...] = (0,)  # 0: articles
+    min_chars: int = Field(1, ge=1)  # drop pages whose stripped text is shorter
+    max_articles: int | None = Field(None, ge=1)  # stop after this many (null: the whole dump)
+    holdout: float = Field(0.01, ge=0.0, lt=0.5)  # fraction each for valid and test
+    seed: int = 0  # decides which pages are held out (hash of seed and page id)
+
+
+class ArxivParams(Section):
+    """Abstracts from the arXiv API (seed 001): categories AND keywords, paged and cached."""
+
+    url: str = "https://export.arxiv.org/api/query"
+    categories: tuple[str, ...] = ("cs.LG", "cs.NE", "math.OC")  # any of these ...
+    keywords: tuple[str, ...] = ("neural", "network", "deep")  # ... and any of these (all: fields)
+    page_size: int = Field(100, ge=1, le=2000)
+    max_results: int = Field(5000, ge=1)  # stop after this many papers
+    sort_by: Literal["submittedDate", "lastUpdatedDate", "relevance"] = "submittedDate"
+    sort_order: Literal["ascending", "descending"] = "ascending"  # oldest first: cached pages stay valid
+    delay: float = Field(3.0, ge=0.0)  # seconds between requests, as arXiv's terms ask
+    page_retries: int = Field(3, ge=0)  # refetch an empty or short page this many times
+    text: Literal["abstract", "title_abstract"] = "abstract"  # what the LM reads
+    cache_dir: str = "data/cache"  # every page is kept here: a rerun never refetches
+    retries: int = Field(5, ge=0)
+    timeout: float = Field(30.0, gt=0)
+    holdout: float = Field(0.05, ge=0.0, lt=0.5)  # fraction each for valid and test
+    seed: int = 0
+
+
+class ImdbParams(DownloadParams):
+    """The Large Movie Review Dataset (Maas et al. 2011): a tar.gz, or an extracted aclImdb/ folder."""
+
+    url: str = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+    sha256: str | None = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+    unsup: bool = False  # also the 50k unlabelled reviews (split "unsup")
+    holdout: float = Field(0.1, ge=0.0, lt=0.5)  # of train, moved to valid (IMDB has no valid split)
+    seed: int = 0
+
+
+class OcrParams(DownloadParams):
+    """Taskar's OCR letters (letter.data): handwritten words as image sequences."""
+
+    url: str = "https://ai.stanford.edu/~btaskar/ocr/letter.data.gz"
+    valid_folds: tuple[int, ...] = (8,)  # folds 0-9; the rest is train
+    test_folds: tuple[int, ...] = (9,)
+    max_length: int | None = Field(None, ge=1)  # pad words to this many letters (null: the longest word)
+
+    @field_validator("valid_folds", "test_folds")
+    @classmethod
+    def _folds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [f for f in v if not 0 <= f <= 9]
+        if bad or not v:
+            raise ValueError(f"must list folds between 0 and 9, got {list(v)}")
+        return v
+
+
 class CorpusParams(Section):
-    source: Literal["grammar", "text"] = "grammar"
+    source: Literal["grammar", "text", "wikipedia", "arxiv", "imdb", "ocr"] = "grammar"
     grammar: GrammarParams = GrammarParams()
     text: TextParams = TextParams()
+    wikipedia: WikipediaParams = WikipediaParams()
+    arxiv: ArxivParams = ArxivParams()
+    imdb: ImdbParams = ImdbParams()
+    ocr: OcrParams = OcrParams()
 
 
 # --- tokenize ---------------------------------------------------------------------------
@@ -158,6 +243,73 @@ class WindowsLevels(Section):
     char: WindowsParams = WindowsParams(length=128, max_length=256)
 
 
+# --- train / evaluate / sample: the language models (models/, flows/) ---------------------
+
+
+class TrainParams(Section):
+    """One level's recurrent language model and its training loop. Flat, so that
+    ``dvc exp run -S train.word.lr=0.01`` works; models.config explains the defaults."""
+
+    cell: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru (models.rnn.CELLS; checked when the model is built)
+    emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), seed 000's rule
+    hidden: int = Field(200, ge=1)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between layers and on the output
+    tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
+    mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
+    batch_size: int = Field(32, ge=1)
+    bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
+    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "adam"
+    lr: float = Field(0.002, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd and rmsprop
+    weight_decay: float = Field(0.0, ge=0.0)
+    clip: Literal["norm", "value", "none"] = "norm"  # global grad norm (seed 002) | per value (seed 001)
+    clip_value: float = Field(1.0, gt=0.0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)  # lr *= factor when valid loss stops falling
+    plateau_patience: int = Field(0, ge=0)  # epochs without improvement before that
+    epochs: int = Field(10, ge=1)
+    epoch_size: int | None = Field(None, ge=1)  # optimizer steps per epoch; null: one pass over train
+    checkpoint_every: int | None = Field(None, ge=1)  # steps; null: at the end of each epoch only
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (bf16 autocast there)
+
+    @field_validator("cell")
+    @classmethod
+    def _cell_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+            raise ValueError(f"must be a cell name such as 'lstm' or 'gru', got {v!r}")
+        return v
+
+
+class TrainLevels(Section):
+    word: TrainParams = TrainParams()
+    char: TrainParams = TrainParams(cell="gru")
+
+
+class EvaluateParams(Section):
+    """Held-out metrics of the trained models (both levels)."""
+
+    splits: tuple[Literal["train", "valid", "test"], ...] = ("valid", "test")
+    batch_size: int = Field(64, ge=1)  # sequences evaluated side by side; every token is still scored once
+
+
+class SampleParams(Section):
+    """Generated text from one level's model (seed 001's temperature, seed 003's greedy stop)."""
+
+    prime: str = "the"  # tokenized like the training data; "" starts a fresh document
+    count: int = Field(5, ge=0)  # temperature samples
+    max_tokens: int = Field(50, ge=1)  # new tokens per sample at most (a sample also ends at <eos>)
+    temperature: float = Field(1.0, gt=0.0)  # p_i ∝ exp(log p_i / T)
+    top_k: int | None = Field(None, ge=1)  # sample among the k likeliest tokens only
+    greedy_stop: str | None = "."  # also decode greedily, stopping after this token; null: no greedy line
+    seed: int = 0
+
+
+class SampleLevels(Section):
+    word: SampleParams = SampleParams()
+    char: SampleParams = SampleParams(max_tokens=200)
+
+
 # --- the file ---------------------------------------------------------------------------
 
 
@@ -168,6 +320,9 @@ class Params(Section):
     tokenize: TokenizeParams
     vocab: VocabParams
     windows: WindowsLevels
+    train: TrainLevels
+    evaluate: EvaluateParams
+    sample: SampleLevels
 
 
 def _key(loc: Iterable[Any]) -> str:
@@ -207,7 +362,7 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "less_than":
         return f"must be < {ctx['lt']}, got {got!r}"
     if kind == "literal_error":
-        return f"must be one of {ctx['expected']}, got {got!r}"
+        return f"must be one of {ctx['expected'].replace(' or ', ', ')}, got {got!r}"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"

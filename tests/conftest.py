@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_DATA
+from tests.support import SHARED_DATA, SMALL_CORPUS, write_params
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +20,63 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: tests need ../shared beside the repository")
     return SHARED_DATA
+
+
+# --- language models (models/, flows/) ------------------------------------------------------
+
+# Prefect reads its settings when first imported: keep its home (database, results) out
+# of the repository and the telemetry off, for every test in this process.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rnnlab-test-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# The real params, shrunk: models of a few thousand weights, a few steps.
+LM_PARAMS = {
+    **SMALL_CORPUS,
+    "train": {
+        "word": {"emb_dim": 16, "hidden": 32, "batch_size": 8, "bptt": 12, "epochs": 2, "epoch_size": 10,
+                 "checkpoint_every": 5},
+        "char": {"emb_dim": 8, "hidden": 32, "batch_size": 8, "bptt": 30, "epochs": 2, "epoch_size": 10,
+                 "checkpoint_every": 5},
+    },  # fmt: skip
+    "evaluate": {"batch_size": 16},
+    "sample": {"word": {"count": 2, "max_tokens": 12}, "char": {"count": 2, "max_tokens": 30}},
+}
+
+
+@pytest.fixture(scope="session")
+def lm_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small grammar corpus run through corpus → tokenize → vocab → windows at both levels.
+
+    Read only: tests that write use ``lm_workdir``, a copy.
+    """
+    from pipeline import corpus, tokenize, vocab, windows
+
+    root = tmp_path_factory.mktemp("lm-data")
+    write_params(root / "params.yaml", LM_PARAMS)
+    with contextlib.chdir(root):
+        corpus.run("params.yaml")
+        for level in ("word", "char"):
+            tokenize.run(level, "params.yaml", 1)
+            vocab.run(level, "params.yaml")
+            windows.run(level, "params.yaml")
+    return root
+
+
+@pytest.fixture
+def lm_workdir(lm_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of ``lm_data``, made the working directory (stages use relative paths)."""
+    work = tmp_path / "work"
+    shutil.copytree(lm_data, work)
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One temporary Prefect server for the session, with results (the task cache) in a tmp folder."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with prefect_test_harness(), temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+        yield storage

@@ -18,6 +18,10 @@ import pyarrow as pa
 SOURCES: dict[str, str] = {
     "grammar": "pipeline.sources.grammar",
     "text": "pipeline.sources.text",
+    "wikipedia": "pipeline.sources.wikipedia",
+    "arxiv": "pipeline.sources.arxiv",
+    "imdb": "pipeline.sources.imdb",
+    "ocr": "pipeline.sources.ocr",
 }
 
 

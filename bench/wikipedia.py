@@ -1,0 +1,186 @@
+"""Wikipedia dump extraction speed, as a ratio against plain bz2 decompression of the same file.
+
+    .venv/bin/python bench/wikipedia.py                 # the gensim enwiki fragment in ../shared/data
+    .venv/bin/python bench/wikipedia.py --file dump.xml.bz2 --repeat 5
+    .venv/bin/python bench/wikipedia.py --markup        # also: hand-written stripper vs mwparserfromhell
+
+Every figure is MB of *decompressed XML* per second (best of ``--repeat`` runs),
+measured in this process, one after the other:
+
+- ``bz2 (python)``: ``bz2.open(...).read()`` in chunks, nothing else: the plain decoder.
+- ``bzip2 -dc``: the bzip2 program writing to a pipe that is drained and dropped.
+- ``extractor``: ``open_dump`` + ``iter_articles``: decompression, lxml iterparse, page
+  filter and markup stripping, every article's text produced. One row per decoder.
+
+The target is extractor / plain decode ≥ 0.8. The extractor overlaps decompression
+(another process or thread) with parsing and stripping (this thread), so on two
+free cores it is bound by whichever of the two is slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Run by path, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
+# `tokenize`: put the repo root there instead.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+
+from pipeline.sources import wikipedia  # noqa: E402
+
+DEFAULT = ROOT.parent / "shared" / "data" / "wikipedia-xml" / (
+    "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+)
+CHUNK = 1 << 20
+
+
+def interleaved(repeat: int, candidates: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    """Seconds per run for each candidate, the candidates taking turns (round-robin).
+
+    On a shared machine the load drifts; taking turns exposes every candidate to
+    the same drift, so the ratios hold up better than the absolute speeds.
+    """
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeat):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    return min(interleaved(repeat, {"x": fn})["x"])
+
+
+def python_bz2(path: Path) -> int:
+    n = 0
+    with bz2.open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            n += len(block)
+    return n
+
+
+def bzip2_program(path: Path) -> int:
+    n = 0
+    with subprocess.Popen(["bzip2", "-dc", "--", str(path)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        while block := proc.stdout.read(CHUNK):
+            n += len(block)
+    return n
+
+
+def extract(path: Path, decoder: str) -> int:
+    chars = 0
+    with wikipedia.open_dump(path, decoder=decoder) as stream:
+        for article in wikipedia.iter_articles(stream, source=str(path)):
+            chars += len(article.text)
+    return chars
+
+
+def cpu_seconds(path: Path, repeat: int) -> dict[str, float]:
+    """CPU seconds (best of ``repeat``) of each stage alone: less sensitive to other load than wall time."""
+    import io
+
+    xml = bz2.open(path, "rb").read()
+    out: dict[str, list[float]] = {"bz2 (python) decode": [], "bzip2 -dc decode": [], "parse + strip (no decode)": []}
+    for _ in range(repeat):
+        t0 = time.process_time()
+        python_bz2(path)
+        out["bz2 (python) decode"].append(time.process_time() - t0)
+        if shutil.which("bzip2"):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            bzip2_program(path)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out["bzip2 -dc decode"].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        t0 = time.process_time()
+        for _article in wikipedia.iter_articles(io.BytesIO(xml), source=str(path)):
+            pass
+        out["parse + strip (no decode)"].append(time.process_time() - t0)
+    return {k: min(v) for k, v in out.items() if v}
+
+
+def markup(path: Path, repeat: int) -> None:
+    """Hand-written stripper vs mwparserfromhell on the same kept pages: speed and leftovers."""
+    import mwparserfromhell
+    from lxml import etree
+
+    texts = []
+    with wikipedia.open_dump(path) as stream:
+        for _, el in etree.iterparse(stream, tag="{*}page", resolve_entities=False, no_network=True, huge_tree=True):
+            if el.findtext("{*}ns") == "0" and el.find("{*}redirect") is None:
+                texts.append(el.findtext("{*}revision/{*}text") or "")
+            el.clear()
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    tokens = ("{{", "}}", "[[", "]]", "{|", "|}", "<ref", "'''", "thumb|")
+    print(f"\nmarkup stripping: {len(texts)} articles, {mb:.2f} MB of wikitext")
+    print(f"{'stripper':28s} {'MB/s':>7s}  " + " ".join(f"{t:>6s}" for t in tokens))
+    candidates: list[tuple[str, Callable[[str], str]]] = [
+        ("hand-written (strip_markup)", wikipedia.strip_markup),
+        (
+            f"mwparserfromhell {mwparserfromhell.__version__}",
+            lambda t: mwparserfromhell.parse(t).strip_code(normalize=True, collapse=True),
+        ),
+    ]
+    for name, fn in candidates:
+        out: list[str] = []
+        seconds = best_of(repeat, lambda: out.__setitem__(slice(None), [fn(t) for t in texts]))
+        joined = "\n".join(out)
+        counts = " ".join(f"{joined.count(t):6d}" for t in tokens)
+        print(f"{name:28s} {mb / seconds:7.1f}  {counts}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--file", type=Path, default=DEFAULT)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--markup", action="store_true", help="also compare markup strippers")
+    args = p.parse_args(argv)
+    path: Path = args.file
+    if not path.is_file():
+        print(f"{path}: not found", file=sys.stderr)
+        return 2
+    size = python_bz2(path)  # also warms the page cache
+    mb = size / 1e6
+    have_bzip2 = shutil.which("bzip2") is not None
+    candidates: dict[str, Callable[[], object]] = {"bz2 (python), plain decode": lambda: python_bz2(path)}
+    if have_bzip2:
+        candidates["bzip2 -dc, plain decode"] = lambda: bzip2_program(path)
+    for decoder in (["bzip2"] if have_bzip2 else []) + ["thread", "inline"]:
+        candidates[f"extractor, decoder={decoder}"] = lambda d=decoder: extract(path, d)
+    times = interleaved(args.repeat, candidates)
+    best = {name: mb / min(t) for name, t in times.items()}
+    median = {name: mb / statistics.median(t) for name, t in times.items()}
+    print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB bz2 -> {mb:.2f} MB XML; {args.repeat} interleaved runs")
+    print(f"  {'MB of XML per second':34s} {'best':>7s} {'median':>7s}")
+    for name in candidates:
+        print(f"  {name:34s} {best[name]:7.1f} {median[name]:7.1f}")
+    auto = "extractor, decoder=" + ("bzip2" if have_bzip2 else "thread")
+    for ref in [n for n in candidates if "plain decode" in n]:
+        print(f"ratio {auto.split(', ')[1]} extractor / {ref.split(',')[0]}: best {best[auto] / best[ref]:.2f}, "
+              f"median {median[auto] / median[ref]:.2f}  (target >= 0.8)")  # fmt: skip
+    cpu = cpu_seconds(path, args.repeat)
+    print(f"  {'CPU-seconds per stage, as MB/s':34s}")
+    for name, seconds in cpu.items():
+        print(f"  {name:34s} {mb / seconds:7.1f}")
+    if "bzip2 -dc decode" in cpu:
+        bound = mb / max(cpu["bzip2 -dc decode"], cpu["parse + strip (no decode)"])
+        print(f"on two free cores the bzip2 pipeline is bound by its slower stage: {bound:.1f} MB/s, "
+              f"{bound / (mb / cpu['bz2 (python) decode']):.2f} of bz2 (python), "
+              f"{bound / (mb / cpu['bzip2 -dc decode']):.2f} of bzip2 -dc")
+    if args.markup:
+        markup(path, max(1, args.repeat // 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

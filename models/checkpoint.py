@@ -1,0 +1,136 @@
+"""Checkpoints: plain dicts of tensors and plain types, written atomically, read with weights_only.
+
+A training checkpoint holds (nanoGPT style)::
+
+    format       "rnnlab-lm/1"
+    model        state_dict (CPU tensors)
+    config       ModelConfig.to_dict()
+    train        TrainParams.model_dump()
+    optimizer, scheduler   their state_dicts
+    rng          torch / cuda generator states (tensors)
+    progress     step, epoch, epoch_loss, epoch_tokens, done
+    state        stream mode: the carried recurrent state (list of tensors) or None
+    history      one dict per finished epoch
+    vocab        {"path", "sha256", "size"}: the vocabulary file it was trained with
+    tokenizer    {"level", "pattern", "lowercase"}: how text became tokens
+    fingerprint  the training cache key (flows.common.fingerprint)
+    threads      torch intra-op threads it ran with
+
+Everything loads with ``torch.load(weights_only=True)``: no pickled classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.config import ModelConfig
+from models.rnn import RNNLanguageModel, build_model
+from pipeline.errors import RnnlabError
+from pipeline.io import atomic_open, sha256_file
+from pipeline.vocab import Vocab
+
+FORMAT = "rnnlab-lm/1"
+FILE = "last.pt"  # the one rolling checkpoint in a checkpoints folder
+
+
+class CheckpointError(RnnlabError):
+    """A checkpoint is missing, unreadable, of another format, or does not match its vocabulary."""
+
+
+def save(obj: dict[str, Any], path: str | Path) -> str:
+    """Write ``obj`` atomically (temp file + os.replace); return the file's sha256."""
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+    return sha256_file(path)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save``; raise CheckpointError with the fix if it is not one."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:  # a checkpoints folder, existing or not
+        path = path / FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint here; train one with `dvc repro` (stage train) or pass its path")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for a foreign or truncated file
+        raise CheckpointError(
+            f"{path}: not an rnnlab checkpoint (torch.load(weights_only=True) cannot read it: {type(e).__name__}); "
+            "pass a checkpoint written by the train flow (artifacts/<level>/checkpoints), or retrain"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            f"{path}: checkpoint format {got!r} is not {FORMAT!r}; retrain it with this version of rnnlab"
+        )
+    return obj
+
+
+def load_vocab(ckpt: dict[str, Any], path: str | Path | None = None) -> Vocab:
+    """The vocabulary a checkpoint was trained with (its recorded path, or ``path``), checked by sha256."""
+    ref = ckpt["vocab"]
+    where = Path(path or ref["path"])
+    if not where.is_file():
+        raise CheckpointError(
+            f"vocabulary {where} not found (the checkpoint's path is relative to the repository root); "
+            "run from there, or pass the vocabulary file it was trained with (--vocab)"
+        )
+    vocab = Vocab.load(where)
+    if vocab.sha256 != ref["sha256"]:
+        raise CheckpointError(
+            f"vocabulary {path or ref['path']} ({len(vocab)} tokens, sha256 {vocab.sha256[:12]}) does not match the "
+            f"checkpoint's ({ref['size']} tokens, sha256 {ref['sha256'][:12]}): ids would mean other tokens; "
+            "pass the vocabulary it was trained with (--vocab), or retrain"
+        )
+    return vocab
+
+
+def load_model(
+    path: str | Path, device: torch.device, vocab: str | Path | None = None
+) -> tuple[RNNLanguageModel, Vocab, dict[str, Any]]:
+    """A checkpoint's model (in eval mode, on ``device``), its checked vocabulary, and the checkpoint."""
+    c = load(path, map_location=device)
+    v = load_vocab(c, vocab)
+    try:
+        cfg = ModelConfig.from_dict(c["config"])
+        model = build_model(cfg)
+        model.load_state_dict(c["model"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path}: checkpoint does not fit an rnnlab model ({e}); retrain it") from None
+    if cfg.vocab_size != len(v):
+        raise CheckpointError(f"{path}: the model has {cfg.vocab_size} outputs but the vocabulary {len(v)} tokens")
+    return model.to(device).eval(), v, c
+
+
+# --- random generators ------------------------------------------------------------------
+
+
+# Training draws randomness from torch's generators only (initialisation, dropout):
+# data order comes from np.random.default_rng([seed, pass]), a pure function of its
+# arguments. Python's and numpy's global generators are never used in models/ (other
+# libraries, Prefect among them, draw from Python's while a flow runs), so the torch
+# and CUDA states are every state a resumed run needs, and checkpoints stay
+# byte-identical between runs with the same params.
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict[str, Any]:
+    """The generators training draws from, as tensors (weights_only-safe)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``; its tensors may have been mapped to a GPU by torch.load."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

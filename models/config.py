@@ -1,0 +1,61 @@
+"""The model's shape as a plain dataclass: built from ``train.<level>`` params, saved in checkpoints.
+
+    cfg = ModelConfig.from_params(params.train.word, vocab_size=len(vocab))
+    model = build_model(cfg)                  # models.rnn
+    ckpt["config"] = cfg.to_dict()            # plain types: torch.load(weights_only=True) reads it
+
+Only what fixes the module's parameters and forward pass lives here; the
+optimizer, data mode and schedule stay in ``TrainParams`` (also in the checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from pipeline.errors import ParamsError
+from pipeline.params import TrainParams
+
+
+class ModelConfigError(ParamsError, ValueError):
+    """A model shape that cannot be built (unknown cell, tied weights of different sizes, ...)."""
+
+
+def default_emb_dim(vocab_size: int) -> int:
+    """Seed 000's rule of thumb: the fourth root of the vocabulary size (at least 1)."""
+    return max(1, round(vocab_size**0.25))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes an ``RNNLanguageModel``'s parameters.
+
+    Defaults are those of pytorch/examples' word_language_model, which the
+    throughput bench reproduces; params.yaml overrides them per level.
+    """
+
+    vocab_size: int  # from the vocabulary file: ids 0..vocab_size-1, <pad>=0, <unk>=1, <eos>=2
+    cell: str = "lstm"  # a key of models.rnn.CELLS
+    emb_dim: int = 200  # embedding width; must equal `hidden` when tie_weights
+    hidden: int = 200  # state width of every layer
+    layers: int = 2
+    dropout: float = 0.0  # on the embeddings, between layers and before the decoder
+    tie_weights: bool = False  # decoder.weight is embedding.weight (Press & Wolf 2017)
+
+    @classmethod
+    def from_params(cls, p: TrainParams, vocab_size: int) -> ModelConfig:
+        emb = p.emb_dim if p.emb_dim is not None else default_emb_dim(vocab_size)
+        return cls(vocab_size, p.cell, emb, p.hidden, p.layers, p.dropout, p.tie_weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelConfigError(
+                f"checkpoint model config has unknown keys {unknown}; it was written by a newer rnnlab: upgrade"
+            )
+        return cls(**d)

@@ -1,0 +1,208 @@
+"""Batches from the windows stage's memory-mapped ``.npy`` files (layout: pipeline/windows.py).
+
+Training batches are a pure function of the global step: pass ``p = step //
+steps_per_pass`` shuffles with a permutation drawn from ``(seed, p)`` alone, so
+resuming at step s needs nothing but s (no consumed RNG, no iterator state).
+
+    data = train_batches("stream", folder, batch_size=20, bptt=35, seed=0)
+    batch = data.batch(step)              # inputs, targets (T, B) int64; IGNORE marks padding
+
+Every array is converted to int64 one batch at a time; no per-token Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.errors import DataError
+from pipeline.vocab import EOS
+
+IGNORE = -100  # target id that F.cross_entropy(ignore_index=IGNORE) skips: padding, warm-up context
+STREAM_WARMUP = 128  # evaluation: tokens read before a segment's first scored target, so none lacks context
+MODE_FILES = {"stream": ("stream.npy",), "window": ("windows.npy",), "padded": ("padded.npy", "lengths.npy")}
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: Tensor  # (T, B) int64
+    targets: Tensor  # (T, B) int64; IGNORE where nothing is to be predicted
+    tokens: int  # targets that count (not IGNORE)
+    fresh: bool  # start from a zero state (a new pass in stream mode; always otherwise)
+
+
+def open_array(folder: Path, name: str) -> np.ndarray:
+    path = Path(folder) / name
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        mode = next((m for m, files in MODE_FILES.items() if name in files), "?")
+        raise DataError(
+            f"{path}: not found; run `dvc repro` (stage windows), and keep {mode!r} in windows.<level>.modes"
+        ) from None
+
+
+def _batch(inputs: np.ndarray, targets: np.ndarray, fresh: bool) -> Batch:
+    """(B, T) arrays (any int dtype) -> a sequence-first int64 Batch."""
+    tgt = torch.from_numpy(np.ascontiguousarray(targets.T, dtype=np.int64))
+    inp = torch.from_numpy(np.ascontiguousarray(inputs.T, dtype=np.int64))
+    return Batch(inp, tgt, int((targets != IGNORE).sum()), fresh)
+
+
+def permutation(seed: int, epoch_pass: int, n: int) -> np.ndarray:
+    """The row order of one pass: depends on (seed, pass) only, never on RNG history."""
+    return np.random.default_rng([seed, epoch_pass]).permutation(n)
+
+
+class StreamBatches:
+    """Contiguous TBPTT over ``stream.npy`` (pytorch/examples' batchify + get_batch).
+
+    The stream is cut into B equal rows, read bptt columns at a time::
+
+        stream  a b c d e f g h i j k l m n o p q r s t u v w x (y z dropped)
+        rows    a b c d e f g h        batch k: inputs  rows[:, k*bptt : k*bptt + bptt]
+                i j k l m n o p                 targets rows[:, k*bptt+1 : k*bptt + bptt + 1]
+                q r s t u v w x        the state of row b carries from batch k to k+1
+
+    Each pass reads the same order; the state is reset at the start of a pass.
+    """
+
+    def __init__(self, folder: Path, batch_size: int, bptt: int):
+        stream = open_array(folder, "stream.npy")
+        self.cols = len(stream) // batch_size
+        if self.cols < 2:
+            raise DataError(
+                f"{folder}/stream.npy has {len(stream)} tokens: too few for batch_size={batch_size} "
+                "(each of the batch_size rows needs 2); lower train.<level>.batch_size"
+            )
+        self.rows = stream[: self.cols * batch_size].reshape(batch_size, self.cols)  # (B, n): a view
+        self.bptt = bptt
+        self.steps_per_pass = math.ceil((self.cols - 1) / bptt)
+
+    def batch(self, step: int) -> Batch:
+        k = step % self.steps_per_pass
+        i = k * self.bptt
+        n = min(self.bptt, self.cols - 1 - i)
+        return _batch(self.rows[:, i : i + n], self.rows[:, i + 1 : i + 1 + n], fresh=k == 0)
+
+
+class WindowBatches:
+    """Shuffled rows of ``windows.npy`` (N, L + 1): inputs w[:, :-1], targets w[:, 1:] (seed 001)."""
+
+    def __init__(self, folder: Path, batch_size: int, seed: int):
+        self.windows = open_array(folder, "windows.npy")
+        self.batch_size, self.seed = batch_size, seed
+        self.steps_per_pass = math.ceil(len(self.windows) / batch_size)
+
+    def rows(self, step: int) -> np.ndarray:
+        order = permutation(self.seed, step // self.steps_per_pass, len(self.windows))
+        k = step % self.steps_per_pass
+        return np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])  # sorted: sequential reads
+
+    def batch(self, step: int) -> Batch:
+        w = self.windows[self.rows(step)]  # (b, L + 1)
+        return _batch(w[:, :-1], w[:, 1:], fresh=True)
+
+
+def padded_batch(rows: np.ndarray, lengths: np.ndarray) -> Batch:
+    """Documents (b, M) right-padded, each ending in <eos> within its length ->
+    inputs [<eos>, row[:-1]] and targets row, with targets past each length IGNOREd.
+
+    Columns past the longest length in the batch are dropped: they hold padding only.
+    """
+    width = int(lengths.max())
+    rows = np.asarray(rows[:, :width], dtype=np.int64)  # (b, T)
+    inputs = np.concatenate([np.full((len(rows), 1), EOS, np.int64), rows[:, :-1]], axis=1)
+    targets = np.where(np.arange(width) < lengths[:, None], rows, IGNORE)
+    return _batch(inputs, targets, fresh=True)
+
+
+class PaddedBatches:
+    """Shuffled documents of ``padded.npy`` (R, max_length) + ``lengths.npy`` (seeds 000 and 003)."""
+
+    def __init__(self, folder: Path, batch_size: int, seed: int):
+        self.padded = open_array(folder, "padded.npy")
+        self.lengths = np.asarray(open_array(folder, "lengths.npy"))
+        self.batch_size, self.seed = batch_size, seed
+        self.steps_per_pass = math.ceil(len(self.padded) / batch_size)
+
+    def batch(self, step: int) -> Batch:
+        order = permutation(self.seed, step // self.steps_per_pass, len(self.padded))
+        k = step % self.steps_per_pass
+        rows = np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])
+        return padded_batch(self.padded[rows], self.lengths[rows])
+
+
+TrainBatches = StreamBatches | WindowBatches | PaddedBatches
+
+
+def train_batches(mode: str, folder: Path, batch_size: int, bptt: int, seed: int) -> TrainBatches:
+    if mode == "stream":
+        return StreamBatches(folder, batch_size, bptt)
+    if mode == "window":
+        return WindowBatches(folder, batch_size, seed)
+    if mode == "padded":
+        return PaddedBatches(folder, batch_size, seed)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+# --- evaluation: every target of a split scored exactly once -----------------------------
+
+
+def segments(stream: np.ndarray, seg_len: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a stream's T - 1 targets into segments of ``seg_len``, each read after up to
+    ``warmup`` tokens of unscored context: (inputs, targets) (n_seg, warmup + seg_len).
+
+    Segment j scores targets at positions j*seg_len + 1 ... (j+1)*seg_len::
+
+        stream   <eos> a b c d e f g h i      seg_len 3, warmup 2
+        seg 0    in  <eos> a b        tgt  a b c
+        seg 1    in  a b c d e        tgt  (b c) d e f      (..) = warm-up, IGNOREd
+        seg 2    in  d e f g h        tgt  (e f) g h i
+    """
+    stream = np.asarray(stream, dtype=np.int64)
+    n_targets = len(stream) - 1
+    n_seg = max(1, math.ceil(n_targets / seg_len))
+    first = np.arange(n_seg) * seg_len + 1  # first scored target position per segment
+    start = np.maximum(first - 1 - warmup, 0)  # first input position
+    pos = start[:, None] + np.arange(warmup + seg_len)  # (n_seg, W + L) input positions
+    tgt_pos = pos + 1
+    scored = (tgt_pos >= first[:, None]) & (tgt_pos < first[:, None] + seg_len) & (tgt_pos <= n_targets)
+    inputs = np.where(tgt_pos <= n_targets, stream[np.minimum(pos, n_targets)], 0)
+    targets = np.where(scored, stream[np.minimum(tgt_pos, n_targets)], IGNORE)
+    return inputs, targets
+
+
+def eval_batches(
+    mode: str, folder: Path, batch_size: int, window: int, stride: int, chunk: int = 256
+) -> Iterator[Batch]:
+    """Yield Batches covering every target of a split once.
+
+    stream: ``batch_size`` long segments side by side, read ``chunk`` steps at a time
+    with the state carried, each after 128 tokens of warm-up. window: segments of
+    the training window length from a zero state, each after ``window - stride``
+    tokens of warm-up, as training saw. padded: the documents from a zero state
+    (tokens cut off by ``max_length`` are not scored, as in training).
+    """
+    if mode == "padded":
+        padded = open_array(folder, "padded.npy")
+        lengths = np.asarray(open_array(folder, "lengths.npy"))
+        for i in range(0, len(padded), batch_size):
+            yield padded_batch(padded[i : i + batch_size], lengths[i : i + batch_size])
+        return
+    stream = np.asarray(open_array(folder, "stream.npy"))
+    if mode == "stream":
+        inputs, targets = segments(stream, math.ceil((len(stream) - 1) / batch_size), STREAM_WARMUP)
+        for t in range(0, inputs.shape[1], chunk):
+            yield _batch(inputs[:, t : t + chunk], targets[:, t : t + chunk], fresh=t == 0)
+        return
+    inputs, targets = segments(stream, window, window - stride)
+    for i in range(0, len(inputs), batch_size):
+        yield _batch(inputs[i : i + batch_size], targets[i : i + batch_size], fresh=True)
+

@@ -1,0 +1,84 @@
+"""Scores of a language model on a split: loss (nats/token), perplexity, bits, error rate, oracle gap.
+
+    scores = score(model, eval_batches("stream", folder, 64, 35, 17), device)
+    metrics(scores, level="word", oracle=oracle_json["word"]["test"])
+
+Every target of the split is scored exactly once (models.data.eval_batches), so on
+the grammar corpus the token count equals the oracle's and the gap is fair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.data import IGNORE, Batch
+from models.device import autocast
+from models.rnn import detach
+
+
+def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Summed cross-entropy (nats, fp32) over targets that are not IGNORE.
+
+    logits (T, B, V), targets (T, B). Positions marked IGNORE contribute neither
+    loss nor gradient, whatever their logits: divide by the real-token count.
+    """
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+
+
+@dataclass
+class Scores:
+    nats: float = 0.0  # summed negative log-likelihood
+    tokens: int = 0  # scored targets
+    correct: int = 0  # targets that were the model's top-1 guess
+
+    @property
+    def loss(self) -> float:
+        return self.nats / max(self.tokens, 1)
+
+
+@torch.no_grad()
+def score(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> Scores:
+    """Sum loss and top-1 hits over batches; the state carries between batches unless one is ``fresh``."""
+    was_training = model.training
+    model.eval()
+    out = Scores()
+    state = None
+    try:
+        for b in batches:
+            inputs, targets = b.inputs.to(device), b.targets.to(device)
+            with autocast(device):
+                logits, state = model(inputs, None if b.fresh else state)  # (T, B, V)
+            state = detach(state)
+            out.nats += lm_loss(logits, targets).item()
+            out.correct += int(((logits.argmax(-1) == targets) & (targets != IGNORE)).sum())
+            out.tokens += b.tokens
+    finally:
+        model.train(was_training)
+    return out
+
+
+def metrics(s: Scores, level: str, oracle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A metrics.json entry for one split; with ``oracle`` (oracle.json's level/split) also the gap."""
+    bits = "bits_per_char" if level == "char" else "bits_per_token"
+    out: dict[str, Any] = {
+        "loss": s.loss,  # nats per token
+        "perplexity": math.exp(s.loss),
+        bits: s.loss / math.log(2),
+        "error_rate": 1.0 - s.correct / max(s.tokens, 1),
+        "tokens": s.tokens,
+    }
+    if oracle is not None:
+        out["oracle_perplexity"] = oracle["perplexity"]
+        out["oracle_loss"] = oracle["nats_per_token"]
+        out["oracle_gap"] = math.exp(s.loss) / oracle["perplexity"]  # >= 1 up to noise: nothing beats the oracle
+        out["oracle_tokens"] = oracle["targets"]
+    return out

@@ -1,0 +1,367 @@
+"""The Wikipedia source on the real dumps in ../shared/data/wikipedia-xml/, and crafted wikitext."""
+
+from __future__ import annotations
+
+import bz2
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.params import WikipediaParams
+from pipeline.sources import wikipedia as wiki
+from tests.httpserver import HTTPTestServer
+
+ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+TABLES = "enwiki-table-markup.xml.bz2"
+BGWIKI = "bgwiki-latest-pages-articles-shortened.xml.bz2"
+FOWIKI = "fowiki-macbre-dump.xml.bz2"
+
+# Computed once, independently of pipeline/, with the standard library only:
+#   root = xml.etree.ElementTree.parse(bz2.open(path)).getroot(); for each {ns}page:
+#   ns = page.findtext("{ns}ns"); redirect = page.find("{ns}redirect") is not None
+# (every redirect also starts its text with "#REDIRECT"). kept = ns 0 and not a redirect;
+# redirects = ns 0 redirects; other = pages outside ns 0 (one enwiki ns-4 page is also a redirect).
+EXPECTED = {
+    ENWIKI: {"pages": 206, "kept": 106, "redirects": 99, "other_namespace": 1},
+    TABLES: {"pages": 5, "kept": 5, "redirects": 0, "other_namespace": 0},
+    BGWIKI: {"pages": 3, "kept": 1, "redirects": 0, "other_namespace": 2},
+    FOWIKI: {"pages": 2, "kept": 1, "redirects": 0, "other_namespace": 1},
+}
+MARKUP_LEFT = ("{{", "}}", "[[", "]]", "{|", "|}", "<ref", "</ref", "'''", "<!--")
+
+
+@pytest.fixture(scope="module")
+def dumps(shared_data: Path) -> Path:
+    return shared_data / "wikipedia-xml"
+
+
+def _articles(path: Path, **kw) -> tuple[list[wiki.Article], wiki.Stats]:
+    stats = wiki.Stats()
+    with wiki.open_dump(path) as stream:
+        articles = list(wiki.iter_articles(stream, source=str(path), stats=stats, **kw))
+    return articles, stats
+
+
+@pytest.fixture(scope="module")
+def enwiki(dumps: Path) -> list[wiki.Article]:
+    return _articles(dumps / ENWIKI)[0]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_exact_counts_per_real_dump(dumps, name):
+    articles, stats = _articles(dumps / name)
+    want = EXPECTED[name]
+    assert {k: getattr(stats, k) for k in want} == want
+    assert stats.short == 0
+    assert len(articles) == want["kept"]
+
+
+@pytest.mark.parametrize("decoder", ["bzip2", "thread", "inline"])
+def test_every_decoder_gives_the_same_articles(dumps, enwiki, decoder):
+    if decoder == "bzip2" and wiki.shutil.which("bzip2") is None:
+        pytest.skip("no bzip2 program here")
+    stats = wiki.Stats()
+    with wiki.open_dump(dumps / ENWIKI, decoder=decoder) as stream:
+        assert list(wiki.iter_articles(stream, source="x", stats=stats)) == enwiki
+
+
+def test_enwiki_fragment_is_plain_prose(enwiki):
+    text = "\n".join(a.text for a in enwiki)
+    for token in MARKUP_LEFT:
+        assert token not in text, token
+    assert not re.search(r"^\s*[|!]", text, re.M), "a table row survived"
+    assert "thumb|" not in text and "Category:" not in text
+    first = enwiki[0]
+    assert (first.page_id, first.title) == (12, "Anarchism")
+    assert first.text.startswith("Anarchism is a political philosophy that advocates self-governed societies")
+    # Inline {{lang|grc|…}} keeps its text; headings stay as their own lines.
+    assert "derived respectively from the Greek ἀναρχία, i.e. anarchy" in first.text
+    assert "\nEtymology and terminology\n" in first.text
+    assert all(a.text.strip() == a.text and "\n\n" not in a.text for a in enwiki)
+
+
+def test_bgwiki_utf16_is_read_as_bulgarian(dumps):
+    with bz2.open(dumps / BGWIKI) as f:
+        assert f.read(2) == b"\xff\xfe"  # the fixture really is UTF-16LE with a BOM
+    (article,), _ = _articles(dumps / BGWIKI)
+    assert article.title == "Григориански календар"
+    assert article.page_id == 558
+    assert article.text.startswith(
+        "Григорианският календар (понякога наричан и Грегориански календар, „нов стил“) е съвременният "
+        "международно признат светски календар, на който се основава и международният стандарт ISO 8601."
+    )
+    for token in MARKUP_LEFT + ("File:", "Файл:", "Категория:", "thumb"):
+        assert token not in article.text, token
+
+
+def test_table_heavy_dump_is_stripped_cleanly(dumps):
+    articles, _ = _articles(dumps / TABLES)
+    assert [a.title for a in articles] == [
+        "Constructive vote of no confidence",
+        "List of Prison Break characters",
+        "Academy Award for Best Production Design",
+        "Economy of Estonia",
+        "Brahui language",
+    ]
+    for a in articles:
+        for token in MARKUP_LEFT + ("||", "!!", "colspan", "rowspan", "style=", "class=", "wikitable"):
+            assert token not in a.text, (a.title, token)
+        assert not re.search(r"^\s*[|!]", a.text, re.M), a.title
+    assert articles[0].text.startswith(
+        "The constructive vote of no confidence (in German: konstruktives Misstrauensvotum, in Spanish: "
+        "moción de censura constructiva) is a variation on the motion of no confidence"
+    )
+
+
+def test_namespace_filter_is_configurable(dumps):
+    articles, stats = _articles(dumps / FOWIKI, namespaces=(0, 8))
+    assert stats.kept == 2 and stats.other_namespace == 0
+    articles, stats = _articles(dumps / ENWIKI, namespaces=(4,))
+    assert (stats.kept, stats.redirects, stats.other_namespace) == (0, 1, 205)
+
+
+def test_min_chars_drops_short_pages(dumps):
+    articles, stats = _articles(dumps / ENWIKI, min_chars=10_000)
+    assert stats.kept + stats.short == 106 and stats.short > 0
+    assert all(len(a.text) >= 10_000 for a in articles)
+
+
+# --- markup -------------------------------------------------------------------------------
+
+STRIP_CASES = [
+    ("nested templates", "a {{outer|x={{inner|{{deep}}}}|y}} b", "a b"),
+    ("template param refs", "a {{t|{{{1|default}}}}} b", "a b"),
+    ("table with a template", "before\n{| class=x\n|-\n| {{flag|UK}} || 1\n|}\nafter", "before\nafter"),
+    ("nested tables", "x\n{|\n| a\n{|\n| inner\n|}\n|}\ny", "x\ny"),
+    ("indented table", "x\n:{|\n| a\n|}\ny", "x\ny"),
+    ("infobox ending in |}}", "{{Infobox\n| name = A\n|}}\nText.", "Text."),
+    ("unclosed template is literal", "a {{ b c", "a b c"),
+    ("stray closer", "a }} b", "a b"),
+    ("refs", 'Fact.<ref name="a">{{cite|x}} [http://e.org]</ref> More.<ref name="a" /> End', "Fact. More. End"),
+    ("comments", "a <!-- hidden\nlines --> b <!-- unclosed", "a b"),
+    ("other tags keep text", "<div style='x'>kept</div> <small>too</small> a<br/>b", "kept too a b"),
+    ("math and gallery", "x <math>\\frac{1}{2}</math> y <gallery>\nA.jpg|c\n</gallery> z", "x y z"),
+    ("links", "[[Plain]], [[target|label]], [[dog]]s, [[a (b)|]]", "Plain, label, dogs, a"),
+    ("file with nested links", "x [[File:A.jpg|thumb|A [[b|B]] in 1927 [above], [[c]]]] y", "x y"),
+    ("category and image", "x [[Category:Foo|key]] [[Image:b.png]] [[ category : Bar ]] y", "x y"),
+    ("visible category link", "see [[:Category:Foo|the category]]", "see the category"),
+    ("interlanguage", "x\n[[de:Anarchismus]]\n[[simple:Anarchism]]", "x"),
+    ("interwiki with text", "a [[wikt:word|word]] b", "a word b"),
+    ("external links", "[http://a.org Site A] and [https://b.org] and //c [//d.org D]", "Site A and and //c D"),
+    ("bold italic", "'''bold''' ''it'' '''''both''''' l'amour", "bold it both l'amour"),
+    ("headings", "== History ==\ntext\n=== Early ===", "History\ntext\nEarly"),
+    ("lists", "* one\n** two\n# three\n: indent\n; term", "one\ntwo\nthree\nindent\nterm"),
+    ("rule and magic", "a\n----\n__NOTOC__b", "a\nb"),
+    ("entities", "a&nbsp;b &ndash; c &amp; d", "a b – c & d"),
+    ("empty parens", "born ({{birth date|1900}}) in X", "born in X"),
+    ("inline lang", "the Greek {{lang|grc|ἀναρχία}} and {{nowrap|1 May}}", "the Greek ἀναρχία and 1 May"),
+]
+
+
+@pytest.mark.parametrize("wikitext,expected", [c[1:] for c in STRIP_CASES], ids=[c[0] for c in STRIP_CASES])
+def test_strip_markup(wikitext, expected):
+    assert wiki.strip_markup(wikitext) == expected
+
+
+def test_thousands_of_unclosed_templates_do_not_recurse():
+    assert wiki.strip_markup("x {{ " * 5000 + "end") == "x " * 4999 + "x end"
+
+
+def test_localized_file_prefix_from_siteinfo():
+    drop = wiki.drop_prefixes_from([("6", "Файл"), ("14", "Категория"), ("0", ""), ("4", "Уикипедия")])
+    assert "файл" in drop and "категория" in drop and "уикипедия" not in drop
+    assert wiki.strip_markup("а [[Файл:X.jpg|thumb|[[b]]]] б [[Категория:Y]]", drop) == "а б"
+
+
+# --- security, errors, memory ------------------------------------------------------------
+
+
+def _page(pid: int, title: str, text: str, ns: int = 0) -> str:
+    return (
+        f"<page><title>{title}</title><ns>{ns}</ns><id>{pid}</id>"
+        f'<revision><id>1</id><text xml:space="preserve">{text}</text></revision></page>'
+    )
+
+
+def test_entities_are_never_resolved(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE")
+    xml = (
+        f'<?xml version="1.0"?><!DOCTYPE mediawiki [<!ENTITY xxe SYSTEM "{secret.as_uri()}">'
+        '<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        f"<mediawiki>{_page(1, 'T', 'before &xxe; &b; after')}</mediawiki>"
+    )
+    path = tmp_path / "evil.xml"
+    path.write_text(xml)
+    (article,), _ = _articles(path)
+    assert "TOP-SECRET" not in article.text and "aaaa" not in article.text
+    assert article.text.startswith("before")
+
+
+def test_malformed_xml_names_the_file(tmp_path):
+    path = tmp_path / "bad.xml"
+    path.write_text("<mediawiki><page><title>x</title></mediawiki>")
+    with pytest.raises(DataError, match=r"bad\.xml: not a well-formed MediaWiki XML dump"):
+        _articles(path)
+
+
+@pytest.mark.parametrize("decoder", ["bzip2", "thread", "inline"])
+def test_truncated_bz2_is_a_clear_error(dumps, tmp_path, decoder):
+    if decoder == "bzip2" and wiki.shutil.which("bzip2") is None:
+        pytest.skip("no bzip2 program here")
+    data = (dumps / ENWIKI).read_bytes()
+    path = tmp_path / "cut.xml.bz2"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.xml\.bz2: .*(damaged|well-formed)"):
+        with wiki.open_dump(path, decoder=decoder) as stream:
+            list(wiki.iter_articles(stream, source=str(path)))
+
+
+def test_memory_stays_flat_on_a_large_stream():
+    """64 MB of XML streamed through iter_articles: RSS must not grow with the input."""
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        from pipeline.sources.wikipedia import iter_articles
+
+        PAGE = ("<page><title>P</title><ns>0</ns><id>{}</id><revision><text>"
+                + "Plain prose with a [[link]] and {{tmpl}}. " * 200 + "</text></revision></page>\\n")
+
+        class Gen:
+            def __init__(self, pages):
+                self.parts = iter([b"<mediawiki>"] + [PAGE.format(i).encode() for i in range(pages)]
+                                  + [b"</mediawiki>"])
+                self.buf = b""
+            def read(self, n):
+                while len(self.buf) < n:
+                    nxt = next(self.parts, None)
+                    if nxt is None:
+                        break
+                    self.buf += nxt
+                out, self.buf = self.buf[:n], self.buf[n:]
+                return out
+
+        pages = 64_000_000 // len(PAGE)
+        rss = []
+        for i, article in enumerate(iter_articles(Gen(pages), source="gen")):
+            if i in (pages // 8, pages - 1):
+                rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(pages, rss[0], rss[1])
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    pages, early_kb, late_kb = map(int, out.stdout.split())
+    assert pages > 5000
+    assert late_kb - early_kb < 16_000, f"RSS grew from {early_kb} kB to {late_kb} kB"
+
+
+# --- multistream -------------------------------------------------------------------------
+
+
+def _multistream(src: Path, dest: Path, per_stream: int = 25) -> tuple[Path, Path, list[int]]:
+    """Rebuild a dump as a real multistream file: header stream, page streams, footer stream, index."""
+    xml = bz2.decompress(src.read_bytes())
+    first = xml.index(b"  <page>")
+    starts = [m.start() for m in re.finditer(rb"  <page>", xml)]
+    footer = xml.rindex(b"</mediawiki>")
+    pages = [xml[a:b] for a, b in zip(starts, starts[1:] + [footer])]
+    out = bytearray(bz2.compress(xml[:first]))
+    index_lines = []
+    offsets = []
+    for i in range(0, len(pages), per_stream):
+        offsets.append(len(out))
+        group = pages[i : i + per_stream]
+        for page in group:
+            pid = re.search(rb"<id>(\d+)</id>", page).group(1).decode()
+            title = re.search(rb"<title>(.*?)</title>", page).group(1).decode()
+            index_lines.append(f"{len(out)}:{pid}:{title}\n")
+        out += bz2.compress(b"".join(group))
+    out += bz2.compress(xml[footer:])
+    dump = dest / "enwiki-multistream.xml.bz2"
+    dump.write_bytes(bytes(out))
+    index = dest / "enwiki-multistream-index.txt.bz2"
+    index.write_bytes(bz2.compress("".join(index_lines).encode("utf-8")))
+    return dump, index, offsets
+
+
+def test_multistream_ranges_and_pure_range_parsing(dumps, enwiki, tmp_path):
+    dump, index, offsets = _multistream(dumps / ENWIKI, tmp_path)
+    ranges = list(wiki.stream_ranges(index, dump))
+    assert [r[0] for r in ranges] == offsets
+    assert ranges[-1][1] == dump.stat().st_size
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    chunks = [wiki.pages_in_range(dump, start, end) for start, end in ranges]
+    assert [a for c in chunks for a in c.articles] == enwiki
+    total = wiki.Stats()
+    for c in chunks:
+        total.add(c.stats)
+    assert (total.pages, total.kept, total.redirects, total.other_namespace) == (206, 106, 99, 1)
+    # Any one range alone, in any order: the same pages as in the sequential read.
+    start, end = ranges[3]
+    assert wiki.pages_in_range(dump, start, end).articles == chunks[3].articles
+    # The multistream file is also a valid plain .bz2 (concatenated streams).
+    assert _articles(dump)[0] == enwiki
+
+
+def test_multistream_index_errors(dumps, tmp_path):
+    dump, index, _ = _multistream(dumps / ENWIKI, tmp_path)
+    bad = tmp_path / "bad-index.txt"
+    bad.write_text("600:12:Anarchism\nnot an index line\n")
+    with pytest.raises(DataError, match=r"bad-index\.txt:2: expected offset:page_id:title"):
+        list(wiki.stream_ranges(bad, dump))
+    bad.write_text(f"{dump.stat().st_size + 5}:12:Anarchism\n")
+    with pytest.raises(DataError, match="does not belong to this dump"):
+        list(wiki.stream_ranges(bad, dump))
+    with pytest.raises(DataError, match="not a bz2 stream"):
+        wiki.pages_in_range(dump, 1, 500)
+
+
+# --- the source ----------------------------------------------------------------------------
+
+
+def _table(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables)
+
+
+def test_read_over_http_with_splits_and_cache(dumps, enwiki, tmp_path):
+    cache = tmp_path / "cache"
+    with HTTPTestServer(root=dumps) as srv:
+        params = WikipediaParams(url=srv.url(ENWIKI), cache_dir=str(cache), holdout=0.1, seed=3)
+        table = _table(list(wiki.read(params)))
+        assert srv.count(f"/{ENWIKI}") == 1
+        again = _table(list(wiki.read(params)))
+        assert srv.count(f"/{ENWIKI}") == 1  # served from the cache
+    assert table.equals(again)
+    assert table.column_names == ["split", "text", "source_id", "title"]
+    assert table["text"].to_pylist() == [a.text for a in enwiki]
+    assert table["source_id"].to_pylist() == [str(a.page_id) for a in enwiki]
+    splits = table["split"].to_pylist()
+    assert {s: splits.count(s) for s in set(splits)}.keys() == {"train", "valid", "test"}
+    assert splits.count("train") > 70
+    # The split of a page depends on (seed, page id) only: a different max_articles keeps it.
+    params10 = params.model_copy(update={"max_articles": 10})
+    head = _table(list(wiki.read(params10)))
+    assert head.num_rows == 10
+    assert head["split"].to_pylist() == splits[:10]
+
+
+def test_read_multistream_via_index_url(dumps, enwiki, tmp_path):
+    dump, index, _ = _multistream(dumps / ENWIKI, tmp_path / "www" if (tmp_path / "www").mkdir() is None else None)
+    with HTTPTestServer(root=tmp_path / "www") as srv:
+        params = WikipediaParams(url=srv.url(dump.name), index_url=srv.url(index.name), cache_dir=str(tmp_path / "c"))
+        table = _table(list(wiki.read(params)))
+    assert table["text"].to_pylist() == [a.text for a in enwiki]
+
+
+def test_read_reports_a_404(tmp_path):
+    with HTTPTestServer(root=tmp_path) as srv:
+        params = WikipediaParams(url=srv.url("nope.xml.bz2"), cache_dir=str(tmp_path / "c"))
+        with pytest.raises(DataError, match="HTTP 404"):
+            list(wiki.read(params))
