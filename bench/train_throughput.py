@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.device import set_threads
-from models.trainer import Trainer
+from models.lm import lm_trainer
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
@@ -118,7 +118,7 @@ def trainer_on(ids: np.ndarray, vocab_tokens: list[str], root: Path) -> Trainer:
     p = TrainParams(cell="lstm", emb_dim=EMB, hidden=HID, layers=LAYERS, dropout=DROPOUT, mode="stream",
                     batch_size=BATCH, bptt=BPTT, optimizer="sgd", lr=LR, clip="norm", clip_value=CLIP,
                     epochs=1, device="cpu")  # fmt: skip
-    return Trainer(p, root, root / "ckpt", vocab, {"fingerprint": "bench", "vocab_path": "-"}, log=lambda _: None)
+    return lm_trainer(p, root, root / "ckpt", vocab, {"fingerprint": "bench", "vocab_path": "-"}, log=lambda _: None)
 
 
 def timed(step, steps: int) -> float:
@@ -145,9 +145,9 @@ def main() -> None:
         ours.model.train()
 
         def ours_step() -> int:
-            tokens0 = ours.epoch_tokens
+            tokens0 = ours.count
             ours.train_step()
-            return ours.epoch_tokens - tokens0
+            return ours.count - tokens0
 
         timed(ref.step, 5), timed(ours_step, 5)  # warm-up: allocator, first-call overheads
         ratios, r_rates, o_rates = [], [], []

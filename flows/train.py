@@ -29,7 +29,9 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import checkpoints, fingerprint, history, markdown_table, stage_main, tokenizer_settings
 from models.checkpoint import FILE
-from models.trainer import Trainer, read_meta
+from models.data import read_meta
+from models.lm import lm_trainer
+from models.trainer import Trainer
 from pipeline import paths, stage
 from pipeline.io import atomic_open, sha256_file
 from pipeline.params import Level, TrainParams, load_params
@@ -43,6 +45,7 @@ TRAIN_CODE = (
     "models/data.py",
     "models/device.py",
     "models/evaluate.py",
+    "models/lm.py",
     "models/rnn.py",
     "models/trainer.py",
 )
@@ -94,7 +97,7 @@ def _fit_key(_ctx: object, p: dict[str, Any]) -> str:
 def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """Train (or resume) to the last epoch; the result is cached under the fingerprint alone."""
     log = get_run_logger()
-    trainer = Trainer(
+    trainer = lm_trainer(
         params,
         paths.windows(level),
         checkpoints(level),
@@ -103,7 +106,7 @@ def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprin
         key=f"train.{level}",
         log=log.info,
     )
-    log.info(f"{trainer.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs")
+    log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs")
     while not trainer.done:
         train_epoch(trainer, trainer.epoch + 1)
     return {"checkpoint": str(trainer.path), "sha256": trainer.sha256, "fingerprint": fingerprint,

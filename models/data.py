@@ -12,17 +12,19 @@ Every array is converted to int64 one batch at a time; no per-token Python.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from pipeline.errors import DataError
-from pipeline.vocab import EOS
+from pipeline.vocab import EOS, Vocab
 
 IGNORE = -100  # target id that F.cross_entropy(ignore_index=IGNORE) skips: padding, warm-up context
 STREAM_WARMUP = 128  # evaluation: tokens read before a segment's first scored target, so none lacks context
@@ -35,6 +37,18 @@ class Batch:
     targets: Tensor  # (T, B) int64; IGNORE where nothing is to be predicted
     tokens: int  # targets that count (not IGNORE)
     fresh: bool  # start from a zero state (a new pass in stream mode; always otherwise)
+
+
+def read_meta(data_dir: Path, vocab: Vocab) -> dict[str, Any]:
+    """The windows stage's meta.json, checked against the vocabulary the model will use."""
+    path = Path(data_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `dvc repro` (stage windows) first") from None
+    if meta["vocab_sha256"] != vocab.sha256:
+        raise DataError(f"{path}: encoded with another vocabulary than {vocab.level}'s; rerun `dvc repro`")
+    return meta
 
 
 def open_array(folder: Path, name: str) -> np.ndarray:

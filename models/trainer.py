@@ -1,46 +1,70 @@
-"""The training loop: TBPTT / windows / padded documents, checkpoints, exact resume.
+"""The training loop every rnnlab model shares: epochs, clipping, LR schedule, checkpoints, exact resume.
 
-    trainer = Trainer(params.train.word, Path("data/windows/word"), Path("artifacts/word/checkpoints"),
-                      vocab, run_info={"fingerprint": fp, "tokenizer": {...}, "vocab_path": "data/vocab/word.json"})
+A ``Task`` says what is trained (its model, the loss of batch number ``step``,
+its validation metrics); the ``Trainer`` does the rest, the same way for every
+task: language models (models/lm.py), classifiers, sequence labellers, skip-gram.
+
+    trainer = Trainer(lambda device: MyTask(..., device), loop_params, ckpt_dir, fingerprint)
     while not trainer.done:
         record = trainer.run_epoch()      # epoch_size steps, validation, LR schedule, checkpoint
 
 Exact resume: a checkpoint (every ``checkpoint_every`` steps and at each epoch's
-end) holds the weights, optimizer, scheduler, every RNG state, the carried
-stream state and the running epoch sums. Batches are a pure function of the
-step (models.data), so a run killed at any point and restarted from its last
-checkpoint repeats exactly the same operations: on CPU, with the same thread
-count, its final weights are bit-identical to an uninterrupted run's.
+end) holds the weights, optimizer, scheduler, the torch RNG states, the task's
+own state (e.g. a carried TBPTT state) and the running epoch sums. Batches are a
+pure function of the step, so a run killed at any point and restarted from its
+last checkpoint repeats exactly the same operations: on CPU, with the same
+thread count, its final weights are bit-identical to an uninterrupted run's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from models import checkpoint as ckpt
-from models.config import ModelConfig, ModelConfigError
-from models.data import eval_batches, train_batches
 from models.device import autocast, resolve_device
-from models.evaluate import lm_loss, score
-from models.rnn import build_model, detach, state_from_list, state_to_list
-from pipeline.errors import DataError, RnnlabError
-from pipeline.params import TrainParams
-from pipeline.vocab import Vocab
+from pipeline.errors import RnnlabError
+from pipeline.params import LoopParams
 
 
 class TrainingDiverged(RnnlabError):
     """The loss or the gradients became NaN or infinite."""
 
 
-def make_optimizer(p: TrainParams, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+class Task(Protocol):
+    """What a Trainer trains. Batches must be a pure function of ``step`` (exact resume)."""
+
+    model: nn.Module  # already on the device the Trainer chose
+    steps_per_pass: int  # optimizer steps in one pass over the training data
+    unit: str  # what train_loss counts, for the log: "tokens", "documents", ...
+
+    def train_loss(self, model: nn.Module, step: int) -> tuple[Tensor, int]:
+        """Summed loss of training batch ``step`` through ``model`` (the task's model, or a
+        wrapper of it such as DDP), and how many items it sums over."""
+        ...
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics; ``loss`` (lower is better) drives the LR schedule."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried between batches that a resumed run needs (tensors, plain types)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """Saved at the checkpoint's top level: what loading the model later needs (format, config, vocab...)."""
+        ...
+
+
+def make_optimizer(p: LoopParams, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if p.optimizer == "adam":
         return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
     if p.optimizer == "rmsprop":
@@ -62,62 +86,39 @@ def clip_gradients(params: list[nn.Parameter], how: str, value: float) -> float 
     return None
 
 
-def read_meta(data_dir: Path, vocab: Vocab) -> dict[str, Any]:
-    """The windows stage's meta.json, checked against the vocabulary the model will use."""
-    path = data_dir / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro` (stage windows) first") from None
-    if meta["vocab_sha256"] != vocab.sha256:
-        raise DataError(f"{path}: encoded with another vocabulary than {vocab.level}'s; rerun `dvc repro`")
-    return meta
-
-
 class Trainer:
-    """One level's model, optimizer and progress; resumes from ``ckpt_dir/last.pt`` when it matches."""
+    """A task's model, optimizer and progress; resumes from ``ckpt_dir/last.pt`` when its fingerprint matches."""
 
     def __init__(
         self,
-        params: TrainParams,
-        data_dir: Path,
+        build_task: Callable[[torch.device], Task],
+        loop: LoopParams,
         ckpt_dir: Path,
-        vocab: Vocab,
-        run_info: dict[str, Any],
+        fingerprint: str,
         *,
         key: str = "train",
-        eval_batch_size: int = 64,
         log: Callable[[str], None] = print,
     ):
-        self.p, self.key, self.log = params, key, log
-        self.data_dir, self.path = Path(data_dir), Path(ckpt_dir) / ckpt.FILE
-        self.run_info = run_info  # fingerprint, tokenizer, vocab_path: stored in every checkpoint
-        self.meta = read_meta(self.data_dir, vocab)
-        self.vocab_ref = {"path": str(run_info["vocab_path"]), "sha256": vocab.sha256, "size": len(vocab)}
-        self.device = resolve_device(params.device, f"{key}.device")
-        self.eval_batch_size = eval_batch_size
-
-        ckpt.seed_all(params.seed)
-        self.cfg = ModelConfig.from_params(params, len(vocab))
-        try:
-            self.model = build_model(self.cfg).to(self.device)
-        except ModelConfigError as e:
-            raise ModelConfigError(f"{key}: {e}") from None
-        self.params = list(self.model.parameters())
-        self.optimizer = make_optimizer(params, self.params)
+        self.p, self.key, self.log = loop, key, log
+        self.path = Path(ckpt_dir) / ckpt.FILE
+        self.fingerprint = fingerprint  # identifies data + params + code: a checkpoint of another is ignored
+        self.device = resolve_device(loop.device, f"{key}.device")
+        ckpt.seed_all(loop.seed)  # before the task builds its model: initialisation draws from it
+        self.task = build_task(self.device)
+        self.model = self.task.model
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(loop, self.params)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=params.plateau_factor, patience=params.plateau_patience
+            self.optimizer, mode="min", factor=loop.plateau_factor, patience=loop.plateau_patience
         )
-        self.data = train_batches(params.mode, self.data_dir / "train", params.batch_size, params.bptt, params.seed)
-        self.steps_per_epoch = params.epoch_size or self.data.steps_per_pass
+        self.steps_per_epoch = loop.epoch_size or self.task.steps_per_pass
 
         self.step = 0  # optimizer steps done; also the data position
         self.epoch = 0  # epochs finished (validated)
-        self.epoch_nats, self.epoch_tokens = 0.0, 0  # running sums of the current epoch
+        self.loss_sum, self.count = 0.0, 0  # running sums of the current epoch
         self.history: list[dict[str, Any]] = []
-        self.state = None  # stream mode: the recurrent state carried between batches
         self.sha256: str | None = None  # of the last checkpoint written
-        self.tokens_per_s = 0.0  # of the last epoch, for the log
+        self.rate = 0.0  # units per second in the last epoch, for the log
         self._resume()
 
     @property
@@ -132,7 +133,7 @@ class Trainer:
         if not self.path.exists():
             return
         c = ckpt.load(self.path, map_location=self.device)
-        if c.get("fingerprint") != self.run_info["fingerprint"]:
+        if c.get("fingerprint") != self.fingerprint:
             self.log(f"{self.path}: from other data, params or code; training from scratch")
             return
         self.model.load_state_dict(c["model"])
@@ -140,9 +141,9 @@ class Trainer:
         self.scheduler.load_state_dict(c["scheduler"])
         ckpt.set_rng_state(c["rng"])
         pr = c["progress"]
-        self.step, self.epoch, self.epoch_nats, self.epoch_tokens = pr["step"], pr["epoch"], pr["nats"], pr["tokens"]
+        self.step, self.epoch, self.loss_sum, self.count = pr["step"], pr["epoch"], pr["loss_sum"], pr["count"]
         self.history = c["history"]
-        self.state = state_from_list(c["state"], self.device)
+        self.task.load_state_dict(c["task_state"])
         self.sha256 = ckpt.sha256_file(self.path)
         if c.get("threads") != torch.get_num_threads() and self.device.type == "cpu":
             self.log(f"resuming with {torch.get_num_threads()} threads, not {c.get('threads')}: not bit-exact")
@@ -150,20 +151,17 @@ class Trainer:
 
     def checkpoint(self) -> dict[str, Any]:
         return {
-            "format": ckpt.FORMAT,
+            **self.task.checkpoint_fields(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "config": self.cfg.to_dict(),
             "train": self.p.model_dump(mode="json"),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.rng_state(),
-            "progress": {"step": self.step, "epoch": self.epoch, "nats": self.epoch_nats,
-                         "tokens": self.epoch_tokens, "done": self.done},  # fmt: skip
-            "state": state_to_list(self.state),
+            "progress": {"step": self.step, "epoch": self.epoch, "loss_sum": self.loss_sum,
+                         "count": self.count, "done": self.done},  # fmt: skip
+            "task_state": self.task.state_dict(),
             "history": self.history,
-            "vocab": self.vocab_ref,
-            "tokenizer": self.run_info.get("tokenizer"),
-            "fingerprint": self.run_info["fingerprint"],
+            "fingerprint": self.fingerprint,
             "threads": torch.get_num_threads(),
         }
 
@@ -183,36 +181,24 @@ class Trainer:
     # --- training -----------------------------------------------------------------------
 
     def train_step(self) -> None:
-        batch = self.data.batch(self.step)
-        if batch.fresh:
-            self.state = None
-        inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)  # (T, B)
         with autocast(self.device):
-            logits, state = self.model(inputs, self.state)  # (T, B, V)
-        nats = lm_loss(logits, targets)
-        nats_value = nats.item()
-        if not math.isfinite(nats_value):
-            raise self._diverged("the loss", nats_value)
+            loss, count = self.task.train_loss(self.model, self.step)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._diverged("the loss", value)
         self.optimizer.zero_grad(set_to_none=True)
-        (nats / batch.tokens).backward()  # mean over real tokens only
+        (loss / count).backward()  # the mean over real items only (padding never counts)
         norm = clip_gradients(self.params, self.p.clip, self.p.clip_value)
         if norm is not None and not math.isfinite(norm):
             raise self._diverged("the gradient norm", norm)
         self.optimizer.step()
-        self.state = detach(state) if self.p.mode == "stream" else None
-        self.epoch_nats += nats_value
-        self.epoch_tokens += batch.tokens
+        self.loss_sum += value
+        self.count += count
         self.step += 1
-
-    def validate(self) -> float:
-        window = self.meta["params"]["length"]
-        stride = self.meta["params"]["stride"] or max(1, window // 2)
-        batches = eval_batches(self.p.mode, self.data_dir / "valid", self.eval_batch_size, window, stride)
-        return score(self.model, batches, self.device).loss
 
     def run_epoch(self) -> dict[str, Any]:
         """Train to the end of the current epoch, validate, step the LR schedule, checkpoint."""
-        t0, tokens0 = time.perf_counter(), self.epoch_tokens
+        t0, count0 = time.perf_counter(), self.count
         end = (self.epoch + 1) * self.steps_per_epoch
         every = self.p.checkpoint_every
         self.model.train()
@@ -221,26 +207,26 @@ class Trainer:
             if every and self.step % every == 0 and self.step < end:
                 self.save()
         seconds = time.perf_counter() - t0
-        trained = self.epoch_tokens - tokens0  # tokens of this process's share of the epoch
-        valid = self.validate()
-        self.scheduler.step(valid)
-        train = self.epoch_nats / max(self.epoch_tokens, 1)
+        trained = self.count - count0  # this process's share of the epoch (a resumed epoch counts less)
+        valid = self.task.validate()
+        self.scheduler.step(valid["loss"])
+        train = self.loss_sum / max(self.count, 1)
         record = {
             "epoch": self.epoch + 1,
             "step": self.step,
             "train_loss": train,
-            "valid_loss": valid,
-            "valid_perplexity": math.exp(valid),
+            **{f"valid_{k}": v for k, v in valid.items()},
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         self.history.append(record)
         self.epoch += 1
-        self.epoch_nats, self.epoch_tokens = 0.0, 0
+        self.loss_sum, self.count = 0.0, 0
         self.save()
-        self.tokens_per_s = trained / seconds if seconds > 0 else 0.0
+        self.rate = trained / seconds if seconds > 0 else 0.0
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
         self.log(
-            f"epoch {record['epoch']}/{self.p.epochs} step {self.step}: train {train:.4f} valid {valid:.4f} "
-            f"(ppl {math.exp(valid):.3f}) lr {record['lr']:.3g}; {trained:,} tokens at {self.tokens_per_s:,.0f}/s"
+            f"epoch {record['epoch']}/{self.p.epochs} step {self.step}: train {train:.4f}, valid {shown}; "
+            f"lr {record['lr']:.3g}; {trained:,} {self.task.unit} at {self.rate:,.0f}/s"
         )
         return record
 
@@ -249,4 +235,3 @@ class Trainer:
         while not self.done:
             self.run_epoch()
         return self.history
-

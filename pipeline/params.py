@@ -246,19 +246,10 @@ class WindowsLevels(Section):
 # --- train / evaluate / sample: the language models (models/, flows/) ---------------------
 
 
-class TrainParams(Section):
-    """One level's recurrent language model and its training loop. Flat, so that
-    ``dvc exp run -S train.word.lr=0.01`` works; models.config explains the defaults."""
+class LoopParams(Section):
+    """The training loop every model shares (models.trainer.Trainer): optimizer, clipping,
+    LR schedule, epochs, checkpoints, seed and device. Task sections extend it."""
 
-    cell: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru (models.rnn.CELLS; checked when the model is built)
-    emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), seed 000's rule
-    hidden: int = Field(200, ge=1)
-    layers: int = Field(2, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between layers and on the output
-    tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
-    mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
-    batch_size: int = Field(32, ge=1)
-    bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
     optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "adam"
     lr: float = Field(0.002, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd and rmsprop
@@ -272,6 +263,21 @@ class TrainParams(Section):
     checkpoint_every: int | None = Field(None, ge=1)  # steps; null: at the end of each epoch only
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (bf16 autocast there)
+
+
+class TrainParams(LoopParams):
+    """One level's recurrent language model and its training loop. Flat, so that
+    ``dvc exp run -S train.word.lr=0.01`` works; models.config explains the defaults."""
+
+    cell: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru, or a variant: lstm_peephole | lstm_cifg | lstm_ln | gru_ln
+    emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), seed 000's rule
+    hidden: int = Field(200, ge=1)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between layers and on the output
+    tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
+    mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
+    batch_size: int = Field(32, ge=1)
+    bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
 
     @field_validator("cell")
     @classmethod

@@ -12,7 +12,7 @@ import torch
 
 from flows.cli import main
 from flows.common import checkpoints, tokenizer_settings
-from models.trainer import Trainer
+from models.lm import lm_trainer
 from pipeline.params import read_params
 from pipeline.vocab import Vocab
 from tests.support import ROOT
@@ -24,7 +24,7 @@ def repo(lm_workdir: Path) -> Path:
     p = read_params("params.yaml")
     run = {"fingerprint": "cli", "tokenizer": tokenizer_settings("word", p.tokenize.word),
            "vocab_path": "data/vocab/word.json"}  # fmt: skip
-    Trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), Vocab.load("data/vocab/word.json"), run,
+    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), Vocab.load("data/vocab/word.json"), run,
             log=lambda _: None).fit()  # fmt: skip
     return lm_workdir
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.trainer import Trainer
+from models.lm import lm_trainer
 from pipeline import corpus, tokenize, vocab, windows
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
@@ -45,8 +45,8 @@ def wikitext(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_a_few_steps_on_wikitext_lower_the_held_out_loss(wikitext: Path, tmp_path: Path, level: str) -> None:
     v = Vocab.load(wikitext / f"data/vocab/{level}.json")
     run = {"fingerprint": "wikitext", "tokenizer": None, "vocab_path": "v"}
-    t = Trainer(TRAIN[level], wikitext / f"data/windows/{level}", tmp_path, v, run, log=lambda _: None)
-    before = t.validate()  # an untrained model: about log(vocabulary size)
+    t = lm_trainer(TRAIN[level], wikitext / f"data/windows/{level}", tmp_path, v, run, log=lambda _: None)
+    before = t.task.validate()["loss"]  # an untrained model: about log(vocabulary size)
     history = t.fit()
     after = history[-1]["valid_loss"]
     assert after < before - (0.5 if level == "word" else 0.8), (before, after)

@@ -11,7 +11,7 @@ import torch
 
 from flows.common import tokenizer_settings
 from models.sampling import LanguageModel, draw, next_token_probs
-from models.trainer import Trainer
+from models.lm import lm_trainer
 from pipeline.params import read_params
 from pipeline.vocab import EOS, PAD, Vocab
 
@@ -26,7 +26,7 @@ def models(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         run = {"fingerprint": "t", "vocab_path": str(lm_data / f"data/vocab/{level}.json"),
                "tokenizer": tokenizer_settings(level, getattr(params.tokenize, level))}  # fmt: skip
         train = getattr(params.train, level).model_copy(update={"epoch_size": 60})
-        Trainer(train, lm_data / f"data/windows/{level}", folder,
+        lm_trainer(train, lm_data / f"data/windows/{level}", folder,
                 Vocab.load(lm_data / f"data/vocab/{level}.json"), run, log=lambda _: None).fit()  # fmt: skip
         out[level] = folder
     return out

@@ -12,6 +12,7 @@ import torch
 from models import checkpoint as ckpt
 from models.data import IGNORE
 from models.evaluate import lm_loss
+from models.lm import lm_trainer
 from models.trainer import Trainer, TrainingDiverged, clip_gradients
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
@@ -24,7 +25,7 @@ SMALL = dict(emb_dim=8, hidden=16, layers=1, batch_size=8, bptt=10, epochs=2, ep
 def make(root: Path, out: Path, level: str = "word", run: dict[str, Any] = RUN, **over: Any) -> Trainer:
     p = TrainParams(**{**SMALL, **over})
     vocab = Vocab.load(root / f"data/vocab/{level}.json")
-    return Trainer(p, root / f"data/windows/{level}", out, vocab, run, log=lambda _: None)
+    return lm_trainer(p, root / f"data/windows/{level}", out, vocab, run, log=lambda _: None)
 
 
 def test_masked_loss_ignores_whatever_the_logits_say_at_padding() -> None:
@@ -67,7 +68,7 @@ def test_each_optimizer_and_mode_trains(lm_data: Path, tmp_path: Path, optimizer
     t = make(lm_data, tmp_path, level, optimizer=optimizer, mode=mode, lr=lr, momentum=0.9 * (optimizer == "sgd"))
     history = t.fit()
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 12
-    assert history[-1]["valid_loss"] < math.log(t.cfg.vocab_size)  # beats a uniform guess
+    assert history[-1]["valid_loss"] < math.log(t.task.cfg.vocab_size)  # beats a uniform guess
     assert (tmp_path / ckpt.FILE).is_file()
 
 
@@ -81,7 +82,7 @@ def test_checkpoint_is_plain_and_resume_in_process_is_exact(lm_data: Path, tmp_p
     whole = make(lm_data, tmp_path / "a", dropout=0.3, layers=2, checkpoint_every=4)
     whole.fit()
     raw = torch.load(tmp_path / "a" / ckpt.FILE, weights_only=True)  # no pickled classes
-    assert raw["progress"] == {"step": 12, "epoch": 2, "nats": 0.0, "tokens": 0, "done": True}
+    assert raw["progress"] == {"step": 12, "epoch": 2, "loss_sum": 0.0, "count": 0, "done": True}
     assert set(raw["rng"]) == {"torch", "cuda"} and raw["vocab"]["sha256"]
 
     cut = make(lm_data, tmp_path / "b", dropout=0.3, layers=2, checkpoint_every=4)

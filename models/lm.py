@@ -1,0 +1,110 @@
+"""The language-modelling task: an ``RNNLanguageModel`` on one level's windows datasets.
+
+    trainer = lm_trainer(params.train.word, Path("data/windows/word"), Path("artifacts/word/checkpoints"),
+                         vocab, run_info={"fingerprint": fp, "tokenizer": {...}, "vocab_path": "data/vocab/word.json"})
+    trainer.fit()
+
+Trains in any of the three data modes the windows stage wrote: stream
+(contiguous TBPTT, the recurrent state carried across batches and detached),
+window, or padded (the loss masked so that padding counts for nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models import checkpoint as ckpt
+from models.config import ModelConfig, ModelConfigError
+from models.data import eval_batches, read_meta, train_batches
+from models.evaluate import lm_loss, score
+from models.rnn import build_model, detach, state_from_list, state_to_list
+from models.trainer import Trainer
+from pipeline.params import TrainParams
+from pipeline.vocab import Vocab
+
+
+class LanguageModelTask:
+    """Next-token prediction on ``data_dir/{train,valid}``; the ``Task`` a Trainer runs."""
+
+    unit = "tokens"
+
+    def __init__(
+        self,
+        params: TrainParams,
+        data_dir: Path,
+        vocab: Vocab,
+        device: torch.device,
+        *,
+        vocab_path: str,
+        tokenizer: dict[str, Any] | None,
+        key: str = "train",
+        eval_batch_size: int = 64,
+    ):
+        self.p, self.device = params, device
+        self.data_dir = Path(data_dir)
+        self.meta = read_meta(self.data_dir, vocab)
+        self.vocab_ref = {"path": str(vocab_path), "sha256": vocab.sha256, "size": len(vocab)}
+        self.tokenizer = tokenizer  # stored with the model, so sampling needs no params file
+        self.eval_batch_size = eval_batch_size
+        self.cfg = ModelConfig.from_params(params, len(vocab))
+        try:
+            self.model = build_model(self.cfg).to(device)
+        except ModelConfigError as e:
+            raise ModelConfigError(f"{key}: {e}") from None
+        self.data = train_batches(params.mode, self.data_dir / "train", params.batch_size, params.bptt, params.seed)
+        self.steps_per_pass = self.data.steps_per_pass
+        self.state = None  # stream mode: the recurrent state carried between batches
+
+    def train_loss(self, model: nn.Module, step: int) -> tuple[Tensor, int]:
+        batch = self.data.batch(step)
+        if batch.fresh:
+            self.state = None
+        inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)  # (T, B)
+        logits, state = model(inputs, self.state)  # (T, B, V)
+        # TBPTT: the next batch starts from this state, cut from this batch's graph.
+        self.state = detach(state) if self.p.mode == "stream" else None
+        return lm_loss(logits, targets), batch.tokens
+
+    def validate(self) -> dict[str, float]:
+        window = self.meta["params"]["length"]
+        stride = self.meta["params"]["stride"] or max(1, window // 2)
+        batches = eval_batches(self.p.mode, self.data_dir / "valid", self.eval_batch_size, window, stride)
+        loss = score(self.model, batches, self.device).loss
+        return {"loss": loss, "perplexity": math.exp(loss)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": state_to_list(self.state)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = state_from_list(state["state"], self.device)
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"format": ckpt.FORMAT, "config": self.cfg.to_dict(), "vocab": self.vocab_ref, "tokenizer": self.tokenizer}
+
+
+def lm_trainer(
+    params: TrainParams,
+    data_dir: Path,
+    ckpt_dir: Path,
+    vocab: Vocab,
+    run_info: dict[str, Any],
+    *,
+    key: str = "train",
+    eval_batch_size: int = 64,
+    log: Callable[[str], None] = print,
+) -> Trainer:
+    """A Trainer for one level's language model. ``run_info``: fingerprint, tokenizer, vocab_path."""
+
+    def build(device: torch.device) -> LanguageModelTask:
+        return LanguageModelTask(
+            params, data_dir, vocab, device, vocab_path=run_info["vocab_path"], tokenizer=run_info.get("tokenizer"),
+            key=key, eval_batch_size=eval_batch_size,
+        )  # fmt: skip
+
+    return Trainer(build, params, ckpt_dir, run_info["fingerprint"], key=key, log=log)
