@@ -4,6 +4,8 @@
     rnnlab sample --level char --greedy --stop .
     rnnlab complete "the cat" -k 5 --json
     rnnlab score "the cat ran." --json
+    rnnlab neighbors cat dog -k 5            # skip-gram embeddings: nearest words by cosine
+    rnnlab classify "a wonderful film" --json   # the sentiment classifier (tasks/dvc.yaml)
 
 Models load from ``artifacts/<level>/checkpoints`` (``--checkpoint`` for another),
 with the vocabulary recorded in the checkpoint (``--vocab`` for another; its sha256
@@ -75,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("text", help="the text ('-' reads stdin)")
     r.add_argument("--end", action="store_true", help="the text is a whole document: also score its closing <eos>")
     _model_options(r)
+
+    n = sub.add_parser("neighbors", help="nearest words in the skip-gram embeddings", description="The k nearest "
+                       "words by cosine similarity in the skip-gram embeddings (the skipgram stage's).")  # fmt: skip
+    n.add_argument("words", nargs="+", help="one or more words of the vocabulary")
+    n.add_argument("-k", type=_positive_int, default=10, help="how many (default: 10)")
+    n.add_argument("--embeddings", default="artifacts/skipgram/embeddings.npy", help="(default: %(default)s)")
+    n.add_argument("--vocab", help="vocabulary file (default: the one embeddings.json records)")
+    n.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    k = sub.add_parser("classify", help="sentiment of a text", description="Class probabilities of a text from the "
+                       "sentiment classifier (`dvc repro tasks/dvc.yaml:sentiment` trains it).")  # fmt: skip
+    k.add_argument("text", nargs="+", help="one or more texts ('-' reads stdin)")
+    k.add_argument("--checkpoint", default="artifacts/sentiment/checkpoints", help="(default: %(default)s)")
+    k.add_argument("--vocab", help="vocabulary file (default: the one the checkpoint records)")
+    k.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
+    k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return p
 
 
@@ -82,7 +100,45 @@ def _text(arg: str) -> str:
     return sys.stdin.read() if arg == "-" else arg
 
 
+def _neighbors(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from models.skipgram import nearest
+    from pipeline.vectors import embeddings_info, load_embeddings
+    from pipeline.vocab import Vocab
+
+    info = embeddings_info(args.embeddings)
+    vocab_path = args.vocab or info["vocab"]["path"]
+    vocab = Vocab.load(vocab_path)
+    matrix = load_embeddings(args.embeddings, vocab, vocab_path)
+    trained = info.get("trained", len(vocab))
+    for w in args.words:
+        if vocab.tokens[vocab.id(w)] != w or vocab.id(w) >= trained:
+            raise RnnlabError(f"{w!r} is not among the {trained} words the embeddings were trained on ({vocab_path})")
+    lists = nearest(matrix, vocab.tokens, [vocab.id(w) for w in args.words], args.k, candidates=trained)
+    out = {"embeddings": args.embeddings, "neighbors": {w: [{"word": t, "cosine": c} for t, c in nb]
+                                                        for w, nb in zip(args.words, lists)}}  # fmt: skip
+    human = "\n".join(f"{w}: " + ", ".join(f"{t} ({c:.3f})" for t, c in nb) for w, nb in zip(args.words, lists))
+    return out, human
+
+
+def _classify(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from models.classify import Classifier
+    from models.device import resolve_device
+
+    clf = Classifier.load(args.checkpoint, args.vocab, resolve_device(args.device, "--device"))
+    texts = [_text(t) for t in args.text]
+    probs = clf(texts)
+    out = {"checkpoint": args.checkpoint, "results": [{"text": t, "label": max(p, key=p.get), "probabilities": p}
+                                                      for t, p in zip(texts, probs)]}  # fmt: skip
+    human = "\n".join(f"{r['label']}  " + " ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
+                      for r in out["results"])  # fmt: skip
+    return out, human
+
+
 def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    if args.command == "neighbors":
+        return _neighbors(args)
+    if args.command == "classify":
+        return _classify(args)
     from models.sampling import LanguageModel  # torch loads only when a command runs, not for --help
 
     path = args.checkpoint or f"artifacts/{args.level}/checkpoints"

@@ -16,11 +16,21 @@ Caching rule (README, "Language models"):
 * **The checkpoint resumes what was cut short.** ``artifacts/<level>/checkpoints`` is
   ``persist: true``, so DVC keeps it when the stage reruns: a killed run restarts
   from its last checkpoint, and a checkpoint of another fingerprint is ignored.
+* **Several processes.** With ``train.<level>.distributed.nproc`` above 1, ``fit`` runs
+  the same training under torchrun (models/ddp_train.py, DDP) as a subprocess; the DVC
+  stage and this flow are unchanged for users. nproc is not in the fingerprint: it
+  changes only the float summation order, so any nproc resumes and reuses a result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -28,13 +38,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import checkpoints, fingerprint, history, markdown_table, stage_main, tokenizer_settings
+from models import ddp_train
 from models.checkpoint import FILE
+from models.checkpoint import load as load_checkpoint
 from models.data import read_meta
 from models.lm import lm_trainer
 from models.trainer import Trainer
 from pipeline import paths, stage
 from pipeline.io import atomic_open, sha256_file
-from pipeline.params import Level, TrainParams, load_params
+from pipeline.errors import RnnlabError
+from pipeline.params import DistributedParams, Level, TrainParams, load_params
 from pipeline.vocab import Vocab
 
 # The models/ files this stage imports: their hashes are the fingerprint's code version.
@@ -43,7 +56,9 @@ TRAIN_CODE = (
     "models/cells.py",
     "models/config.py",
     "models/data.py",
+    "models/ddp_train.py",
     "models/device.py",
+    "models/distributed.py",
     "models/evaluate.py",
     "models/lm.py",
     "models/rnn.py",
@@ -70,13 +85,24 @@ def spec(level: str) -> stage.StageSpec:
     )
 
 
+class TrainingLaunchError(RnnlabError):
+    """The torchrun training processes failed."""
+
+
+def fingerprint_params(params: TrainParams) -> TrainParams:
+    """``params`` as the fingerprint sees them: without ``distributed``, which changes only the float
+    summation order (as the thread count does), so that a checkpoint resumes, and a cached result is
+    reused, with any number of processes."""
+    return params.model_copy(update={"distributed": DistributedParams()})
+
+
 @task(name="load-data", cache_policy=NO_CACHE)
 def load_data(level: Level, params: TrainParams, tokenizer: dict[str, Any]) -> dict[str, Any]:
     """Check the windows against the vocabulary; return the fingerprint (no arrays are read)."""
     vocab = Vocab.load(paths.vocab(level))
     meta = read_meta(paths.windows(level), vocab)
     return {
-        "fingerprint": fingerprint(level, params, tokenizer, TRAIN_CODE),
+        "fingerprint": fingerprint(level, fingerprint_params(params), tokenizer, TRAIN_CODE),
         "vocab_size": len(vocab),
         "splits": meta["splits"],
     }
@@ -93,10 +119,15 @@ def _fit_key(_ctx: object, p: dict[str, Any]) -> str:
     return f"train-{p['level']}-{p['fingerprint']}"
 
 
-@task(name="fit", cache_key_fn=_fit_key, persist_result=True, result_serializer="json")
+# Tagged "gpu": a tag concurrency limit (`prefect concurrency-limit create gpu 1`) then caps how
+# many trainings share a GPU host. Only `fit` holds the slot, for the whole training: its nested
+# train-epoch tasks must stay untagged, or with a limit of 1 they would wait on their own parent.
+@task(name="fit", cache_key_fn=_fit_key, persist_result=True, result_serializer="json", tags=["gpu"])
 def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """Train (or resume) to the last epoch; the result is cached under the fingerprint alone."""
     log = get_run_logger()
+    if params.distributed.nproc > 1:
+        return fit_torchrun(level, params, tokenizer, fingerprint, log.info)
     trainer = lm_trainer(
         params,
         paths.windows(level),
@@ -111,6 +142,51 @@ def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprin
         train_epoch(trainer, trainer.epoch + 1)
     return {"checkpoint": str(trainer.path), "sha256": trainer.sha256, "fingerprint": fingerprint,
             "history": trainer.history}  # fmt: skip
+
+
+def fit_torchrun(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str,
+                 log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """Train with ``params.distributed.nproc`` torchrun processes (models/ddp_train.py); the same record.
+
+    Rank 0's log lines come through to the Prefect log. The launcher runs in its own
+    process group, stopped whole if this task is interrupted.
+    """
+    nproc = params.distributed.nproc
+    argv = ddp_train.command(nproc, ddp_train.arguments(
+        params, paths.windows(level), paths.vocab(level), checkpoints(level), fingerprint, f"train.{level}", tokenizer
+    ))  # fmt: skip
+    log(f"launching {nproc} training processes: {shlex.join(argv)}")
+    tail: deque[str] = deque(maxlen=30)
+    errors: list[str] = []  # each rank prints a user error as "error: rank R: ..." (models/ddp_train.py)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail.append(line)
+            if line.startswith("error: "):
+                errors.append(line.removeprefix("error: "))
+            if line.strip(" *"):  # torchrun frames its banner in asterisks
+                log(line)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: stop torchrun and its workers
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if code != 0:
+        raise TrainingLaunchError(
+            f"train.{level}: {nproc} torchrun processes failed (exit {code}): "
+            + (errors[0] if errors else "\n".join(tail))
+        )
+    path = checkpoints(level) / FILE
+    return {"checkpoint": str(path), "sha256": sha256_file(path), "fingerprint": fingerprint,
+            "history": load_checkpoint(path)["history"]}  # fmt: skip
 
 
 def intact(record: dict[str, Any], level: str) -> bool:

@@ -32,7 +32,7 @@ from pipeline.errors import RnnlabError
 from pipeline.io import atomic_open, sha256_file
 from pipeline.vocab import Vocab
 
-FORMAT = "rnnlab-lm/1"
+FORMAT = "rnnlab-lm/1"  # language models (models/lm.py); every task names its own "rnnlab-<task>/<version>"
 FILE = "last.pt"  # the one rolling checkpoint in a checkpoints folder
 
 
@@ -48,8 +48,12 @@ def save(obj: dict[str, Any], path: str | Path) -> str:
     return sha256_file(path)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save``; raise CheckpointError with the fix if it is not one."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint written by ``save``; raise CheckpointError with the fix if it is not one.
+
+    ``expect``: the format the caller can use (e.g. ``FORMAT``); None accepts any rnnlab task's
+    (the Trainer's resume, which then matches the fingerprint).
+    """
     path = Path(path)
     if path.is_dir() or not path.suffix:  # a checkpoints folder, existing or not
         path = path / FILE
@@ -62,10 +66,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             f"{path}: not an rnnlab checkpoint (torch.load(weights_only=True) cannot read it: {type(e).__name__}); "
             "pass a checkpoint written by the train flow (artifacts/<level>/checkpoints), or retrain"
         ) from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+    got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+    if not isinstance(got, str) or not got.startswith("rnnlab-"):
+        raise CheckpointError(f"{path}: checkpoint format {got!r} is not an rnnlab one; retrain it with rnnlab")
+    if expect is not None and got != expect:
         raise CheckpointError(
-            f"{path}: checkpoint format {got!r} is not {FORMAT!r}; retrain it with this version of rnnlab"
+            f"{path}: a {got!r} checkpoint where {expect!r} is needed; pass the right task's checkpoint, "
+            "or retrain it with this version of rnnlab"
         )
     return obj
 
@@ -92,8 +99,8 @@ def load_vocab(ckpt: dict[str, Any], path: str | Path | None = None) -> Vocab:
 def load_model(
     path: str | Path, device: torch.device, vocab: str | Path | None = None
 ) -> tuple[RNNLanguageModel, Vocab, dict[str, Any]]:
-    """A checkpoint's model (in eval mode, on ``device``), its checked vocabulary, and the checkpoint."""
-    c = load(path, map_location=device)
+    """A language model's checkpoint: its model (in eval mode, on ``device``), its checked vocabulary, and the dict."""
+    c = load(path, map_location=device, expect=FORMAT)
     v = load_vocab(c, vocab)
     try:
         cfg = ModelConfig.from_dict(c["config"])

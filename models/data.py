@@ -7,6 +7,10 @@ resuming at step s needs nothing but s (no consumed RNG, no iterator state).
     data = train_batches("stream", folder, batch_size=20, bptt=35, seed=0)
     batch = data.batch(step)              # inputs, targets (T, B) int64; IGNORE marks padding
 
+Data parallel (models/distributed.py): ``train_batches(..., rank=r, world=W)`` gives
+rank r its contiguous block ``block(b, r, W)`` of the b rows the single process
+would read at that step, so the W ranks together read exactly that batch.
+
 Every array is converted to int64 one batch at a time; no per-token Python.
 """
 
@@ -69,6 +73,21 @@ def _batch(inputs: np.ndarray, targets: np.ndarray, fresh: bool) -> Batch:
     return Batch(inp, tgt, int((targets != IGNORE).sum()), fresh)
 
 
+def block(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous block ``[lo, hi)`` of ``n`` rows; block sizes differ by one at most.
+
+    ``n = 5, world = 2``: rank 0 reads rows [0, 2), rank 1 rows [2, 5).
+    """
+    return n * rank // world, n * (rank + 1) // world
+
+
+def empty_batch() -> Batch:
+    """What a rank reads when its block of a step is empty (a short last batch, more ranks than rows):
+    one position, IGNOREd. It still runs forward and backward, as DDP needs of every rank,
+    and adds nothing to the loss, the count or the gradients."""
+    return Batch(torch.zeros(1, 1, dtype=torch.int64), torch.full((1, 1), IGNORE, dtype=torch.int64), 0, True)
+
+
 def permutation(seed: int, epoch_pass: int, n: int) -> np.ndarray:
     """The row order of one pass: depends on (seed, pass) only, never on RNG history."""
     return np.random.default_rng([seed, epoch_pass]).permutation(n)
@@ -84,10 +103,11 @@ class StreamBatches:
                 i j k l m n o p                 targets rows[:, k*bptt+1 : k*bptt + bptt + 1]
                 q r s t u v w x        the state of row b carries from batch k to k+1
 
-    Each pass reads the same order; the state is reset at the start of a pass.
+    Each pass reads the same order; the state is reset at the start of a pass. Rank r of
+    W reads the rows ``block(batch_size, r, W)`` (and carries their state).
     """
 
-    def __init__(self, folder: Path, batch_size: int, bptt: int):
+    def __init__(self, folder: Path, batch_size: int, bptt: int, rank: int = 0, world: int = 1):
         stream = open_array(folder, "stream.npy")
         self.cols = len(stream) // batch_size
         if self.cols < 2:
@@ -95,7 +115,8 @@ class StreamBatches:
                 f"{folder}/stream.npy has {len(stream)} tokens: too few for batch_size={batch_size} "
                 "(each of the batch_size rows needs 2); lower train.<level>.batch_size"
             )
-        self.rows = stream[: self.cols * batch_size].reshape(batch_size, self.cols)  # (B, n): a view
+        lo, hi = block(batch_size, rank, world)
+        self.rows = stream[: self.cols * batch_size].reshape(batch_size, self.cols)[lo:hi]  # (b, n): a view
         self.bptt = bptt
         self.steps_per_pass = math.ceil((self.cols - 1) / bptt)
 
@@ -109,18 +130,25 @@ class StreamBatches:
 class WindowBatches:
     """Shuffled rows of ``windows.npy`` (N, L + 1): inputs w[:, :-1], targets w[:, 1:] (seed 001)."""
 
-    def __init__(self, folder: Path, batch_size: int, seed: int):
+    def __init__(self, folder: Path, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.windows = open_array(folder, "windows.npy")
         self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world = rank, world
         self.steps_per_pass = math.ceil(len(self.windows) / batch_size)
 
     def rows(self, step: int) -> np.ndarray:
+        """This rank's rows of step ``step``: its block of the single-process batch's sorted rows."""
         order = permutation(self.seed, step // self.steps_per_pass, len(self.windows))
         k = step % self.steps_per_pass
-        return np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])  # sorted: sequential reads
+        rows = np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])  # sorted: sequential reads
+        lo, hi = block(len(rows), self.rank, self.world)
+        return rows[lo:hi]
 
     def batch(self, step: int) -> Batch:
-        w = self.windows[self.rows(step)]  # (b, L + 1)
+        rows = self.rows(step)
+        if len(rows) == 0:
+            return empty_batch()
+        w = self.windows[rows]  # (b, L + 1)
         return _batch(w[:, :-1], w[:, 1:], fresh=True)
 
 
@@ -140,29 +168,37 @@ def padded_batch(rows: np.ndarray, lengths: np.ndarray) -> Batch:
 class PaddedBatches:
     """Shuffled documents of ``padded.npy`` (R, max_length) + ``lengths.npy`` (seeds 000 and 003)."""
 
-    def __init__(self, folder: Path, batch_size: int, seed: int):
+    def __init__(self, folder: Path, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.padded = open_array(folder, "padded.npy")
         self.lengths = np.asarray(open_array(folder, "lengths.npy"))
         self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world = rank, world
         self.steps_per_pass = math.ceil(len(self.padded) / batch_size)
 
     def batch(self, step: int) -> Batch:
         order = permutation(self.seed, step // self.steps_per_pass, len(self.padded))
         k = step % self.steps_per_pass
         rows = np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])
+        lo, hi = block(len(rows), self.rank, self.world)  # ranks' token counts differ: the Trainer all-reduces them
+        rows = rows[lo:hi]
+        if len(rows) == 0:
+            return empty_batch()
         return padded_batch(self.padded[rows], self.lengths[rows])
 
 
 TrainBatches = StreamBatches | WindowBatches | PaddedBatches
 
 
-def train_batches(mode: str, folder: Path, batch_size: int, bptt: int, seed: int) -> TrainBatches:
+def train_batches(
+    mode: str, folder: Path, batch_size: int, bptt: int, seed: int, rank: int = 0, world: int = 1
+) -> TrainBatches:
+    """Training batches of ``mode``; with ``world`` > 1, rank ``rank``'s block of each global batch."""
     if mode == "stream":
-        return StreamBatches(folder, batch_size, bptt)
+        return StreamBatches(folder, batch_size, bptt, rank, world)
     if mode == "window":
-        return WindowBatches(folder, batch_size, seed)
+        return WindowBatches(folder, batch_size, seed, rank, world)
     if mode == "padded":
-        return PaddedBatches(folder, batch_size, seed)
+        return PaddedBatches(folder, batch_size, seed, rank, world)
     raise ValueError(f"unknown mode {mode!r}")
 
 

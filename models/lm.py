@@ -20,11 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from models import checkpoint as ckpt
+from models import distributed
 from models.config import ModelConfig, ModelConfigError
-from models.data import eval_batches, read_meta, train_batches
+from models.data import block, eval_batches, read_meta, train_batches
 from models.evaluate import lm_loss, score
 from models.rnn import build_model, detach, state_from_list, state_to_list
 from models.trainer import Trainer
+from pipeline.errors import ParamsError
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
@@ -57,7 +59,15 @@ class LanguageModelTask:
             self.model = build_model(self.cfg).to(device)
         except ModelConfigError as e:
             raise ModelConfigError(f"{key}: {e}") from None
-        self.data = train_batches(params.mode, self.data_dir / "train", params.batch_size, params.bptt, params.seed)
+        # Under torchrun, this rank's block of every global batch (models/distributed.py).
+        self.dist = distributed.current()
+        if params.batch_size < self.dist.world:
+            raise ParamsError(
+                f"{key}.batch_size={params.batch_size} is smaller than the {self.dist.world} training processes "
+                f"({key}.distributed.nproc): each needs at least one row; raise batch_size or lower nproc"
+            )
+        self.data = train_batches(params.mode, self.data_dir / "train", params.batch_size, params.bptt, params.seed,
+                                  rank=self.dist.rank, world=self.dist.world)  # fmt: skip
         self.steps_per_pass = self.data.steps_per_pass
         self.state = None  # stream mode: the recurrent state carried between batches
 
@@ -79,10 +89,22 @@ class LanguageModelTask:
         return {"loss": loss, "perplexity": math.exp(loss)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"state": state_to_list(self.state)}
+        """The carried state of the whole global batch: each rank's rows, gathered in rank order
+        (a collective: every rank calls it), so that any number of processes can resume it."""
+        if not self.dist.active:
+            return {"state": state_to_list(self.state)}
+        parts = distributed.gather(state_to_list(self.state), self.dist)  # per rank: [(layers, b_r, H), ...] | None
+        if parts[0] is None:  # fresh at the same step on every rank
+            return {"state": None}
+        return {"state": [torch.cat(tensors, dim=1) for tensors in zip(*parts)]}  # [(layers, B, H), ...]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state = state_from_list(state["state"], self.device)
+        """Take this rank's rows of a whole-batch state (written by any number of processes)."""
+        parts = state["state"]
+        if parts is not None and self.dist.active:
+            lo, hi = block(self.p.batch_size, self.dist.rank, self.dist.world)
+            parts = [t[:, lo:hi].contiguous() for t in parts]
+        self.state = state_from_list(parts, self.device)
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"format": ckpt.FORMAT, "config": self.cfg.to_dict(), "vocab": self.vocab_ref, "tokenizer": self.tokenizer}

@@ -14,6 +14,13 @@ own state (e.g. a carried TBPTT state) and the running epoch sums. Batches are a
 pure function of the step, so a run killed at any point and restarted from its
 last checkpoint repeats exactly the same operations: on CPU, with the same
 thread count, its final weights are bit-identical to an uninterrupted run's.
+
+Data parallel: under ``torchrun --nproc_per_node N`` the same code joins the
+process group (models/distributed.py), trains through DDP, reads its block of
+each global batch (the task shards it), normalises the loss by the all-reduced
+item count, validates on rank 0, and writes checkpoints from rank 0 only. A
+checkpoint resumes bit-exactly with the same world size, and with the same
+batches (float sums in another order) with another.
 """
 
 from __future__ import annotations
@@ -28,9 +35,14 @@ import torch
 from torch import Tensor, nn
 
 from models import checkpoint as ckpt
+from models import distributed
 from models.device import autocast, resolve_device
 from pipeline.errors import RnnlabError
 from pipeline.params import LoopParams
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 class TrainingDiverged(RnnlabError):
@@ -54,7 +66,8 @@ class Task(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Any]:
-        """State carried between batches that a resumed run needs (tensors, plain types)."""
+        """State carried between batches that a resumed run needs (tensors, plain types). Under
+        torchrun every rank calls it; a task whose state is per rank gathers it here (whole batch)."""
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -103,9 +116,16 @@ class Trainer:
         self.path = Path(ckpt_dir) / ckpt.FILE
         self.fingerprint = fingerprint  # identifies data + params + code: a checkpoint of another is ignored
         self.device = resolve_device(loop.device, f"{key}.device")
+        # Under torchrun: join the process group, one GPU per process (models/distributed.py).
+        self.dist, self.device = distributed.setup(self.device)
+        if not self.dist.main:
+            self.log = _silent  # rank 0 alone logs
         ckpt.seed_all(loop.seed)  # before the task builds its model: initialisation draws from it
         self.task = build_task(self.device)
         self.model = self.task.model
+        if self.dist.rank > 0:
+            # Same initial weights on every rank; from here on each rank draws its own dropout masks.
+            torch.manual_seed(distributed.rank_seed(loop.seed, self.dist.rank))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(loop, self.params)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -120,6 +140,8 @@ class Trainer:
         self.sha256: str | None = None  # of the last checkpoint written
         self.rate = 0.0  # units per second in the last epoch, for the log
         self._resume()
+        # What train_loss runs through: DDP (gradients all-reduced in backward) or the model itself.
+        self.train_model = distributed.wrap(self.model, self.dist, self.device)
 
     @property
     def done(self) -> bool:
@@ -128,8 +150,19 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------
 
     def _resume(self) -> None:
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a SIGKILL mid-write
-            stale.unlink(missing_ok=True)
+        if self.dist.main:
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a SIGKILL mid-write
+                stale.unlink(missing_ok=True)
+        if self.dist.active:
+            # Every rank reads the checkpoint itself; they must all find the same one (several
+            # nodes need the checkpoints folder on a filesystem they all see).
+            seen = distributed.gather(ckpt.sha256_file(self.path) if self.path.exists() else None, self.dist)
+            if len(set(seen)) > 1:
+                raise distributed.DistributedError(
+                    f"{self.path}: the {self.dist.world} training processes see different checkpoints "
+                    f"(sha256 {[s[:12] if s else None for s in seen]} by rank); put the checkpoints folder on "
+                    "a filesystem every node shares"
+                )
         if not self.path.exists():
             return
         c = ckpt.load(self.path, map_location=self.device)
@@ -139,8 +172,18 @@ class Trainer:
         self.model.load_state_dict(c["model"])
         self.optimizer.load_state_dict(c["optimizer"])
         self.scheduler.load_state_dict(c["scheduler"])
-        ckpt.set_rng_state(c["rng"])
         pr = c["progress"]
+        ranks = c.get("rng_ranks") or [c["rng"]]  # one generator state per rank that wrote it
+        if len(ranks) == self.dist.world:
+            ckpt.set_rng_state(ranks[self.dist.rank])
+        else:
+            # Another world size: the batches are the same (global-batch semantics), the float sums
+            # run in another order, and each rank draws fresh dropout masks from (seed, rank, step).
+            ckpt.set_rng_state(c["rng"])
+            if self.dist.rank > 0:
+                torch.manual_seed(distributed.rank_seed(self.p.seed, self.dist.rank, pr["step"]))
+            self.log(f"resuming a checkpoint of {len(ranks)} processes with {self.dist.world}: same batches, "
+                     "not bit-exact (float reduction order, dropout masks)")  # fmt: skip
         self.step, self.epoch, self.loss_sum, self.count = pr["step"], pr["epoch"], pr["loss_sum"], pr["count"]
         self.history = c["history"]
         self.task.load_state_dict(c["task_state"])
@@ -150,13 +193,17 @@ class Trainer:
         self.log(f"resumed from {self.path} at step {self.step} (epoch {self.epoch}/{self.p.epochs})")
 
     def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint dict. Under torchrun every rank calls it: it gathers each rank's
+        generator state and the task's per-rank state (collectives), rank 0 writes it."""
         return {
             **self.task.checkpoint_fields(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "train": self.p.model_dump(mode="json"),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.rng_state(),
+            "rng": ckpt.rng_state(),  # rank 0's
+            "rng_ranks": distributed.gather(ckpt.rng_state(), self.dist),  # every rank's, in rank order
+            "world_size": self.dist.world,
             "progress": {"step": self.step, "epoch": self.epoch, "loss_sum": self.loss_sum,
                          "count": self.count, "done": self.done},  # fmt: skip
             "task_state": self.task.state_dict(),
@@ -167,9 +214,12 @@ class Trainer:
 
     def save(self) -> None:
         """Write the checkpoint, unless the weights are no longer finite (the last good one stays)."""
-        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):  # the same on every rank
             raise self._diverged("the weights", "non-finite")
-        self.sha256 = ckpt.save(self.checkpoint(), self.path)
+        state = self.checkpoint()
+        if self.dist.main:
+            self.sha256 = ckpt.save(state, self.path)
+        distributed.barrier(self.dist)  # the others go on once the file is whole
 
     def _diverged(self, what: str, value: object) -> TrainingDiverged:
         kept = f"the last good checkpoint is kept at {self.path}" if self.path.exists() else "no checkpoint was written"
@@ -180,14 +230,30 @@ class Trainer:
 
     # --- training -----------------------------------------------------------------------
 
-    def train_step(self) -> None:
+    def backward(self) -> tuple[float, int]:
+        """Forward and backward of batch ``self.step``: the gradients of the mean loss over the real
+        items of the (global) batch. Returns that batch's summed loss and item count."""
         with autocast(self.device):
-            loss, count = self.task.train_loss(self.model, self.step)
-        value = loss.item()
-        if not math.isfinite(value):
+            loss, count = self.task.train_loss(self.train_model, self.step)
+        if self.dist.active:
+            # One all-reduce: the loss sum (for the log) and the item count (for the normalisation).
+            value, total = distributed.all_sum([loss.item(), count], self.dist, self.device)
+            count = int(total)
+        else:
+            value = loss.item()
+        if not math.isfinite(value):  # all-reduced: every rank stops at the same step
             raise self._diverged("the loss", value)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss / count).backward()  # the mean over real items only (padding never counts)
+        if self.dist.active:
+            # DDP averages gradients over the ranks, so world / N per rank gives sum_r grad(loss_r) / N: the
+            # single-process mean over all N real items, whatever each rank's share (padded mode).
+            (loss * (self.dist.world / max(count, 1))).backward()
+        else:
+            (loss / count).backward()  # the mean over real items only (padding never counts)
+        return value, count
+
+    def train_step(self) -> None:
+        value, count = self.backward()
         norm = clip_gradients(self.params, self.p.clip, self.p.clip_value)
         if norm is not None and not math.isfinite(norm):
             raise self._diverged("the gradient norm", norm)
@@ -207,8 +273,10 @@ class Trainer:
             if every and self.step % every == 0 and self.step < end:
                 self.save()
         seconds = time.perf_counter() - t0
-        trained = self.count - count0  # this process's share of the epoch (a resumed epoch counts less)
-        valid = self.task.validate()
+        trained = self.count - count0  # this epoch's items over every rank (a resumed epoch counts less)
+        # Rank 0 validates on the whole valid split (metrics exactly as one process computes them);
+        # every rank then steps the same LR schedule.
+        valid = distributed.broadcast(self.task.validate() if self.dist.main else None, self.dist)
         self.scheduler.step(valid["loss"])
         train = self.loss_sum / max(self.count, 1)
         record = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ParamsError
 
@@ -243,7 +243,36 @@ class WindowsLevels(Section):
     char: WindowsParams = WindowsParams(length=128, max_length=256)
 
 
+# --- preprocess: corpus → tokenize → vocab fanned out over Dask (flows/preprocess.py) ------
+
+
+class PreprocessParams(Section):
+    """Where the sharded preprocessing flow runs its tasks (README, "Sharded preprocessing").
+
+    No output's content depends on these (``range_mb`` only decides how the Parquet folders
+    are cut into files), so they are not params of any DVC stage.
+    """
+
+    scheduler: str | None = None  # a running Dask scheduler (tcp://host:8786); null: a LocalCluster here
+    workers: int = Field(2, ge=1)  # LocalCluster worker processes, one thread each
+    # Multistream dumps: consecutive bz2 streams (~100 pages each) are grouped into pieces of
+    # about this many compressed MB, one task each: ~600 tasks for a 20 GB dump.
+    range_mb: float = Field(32.0, gt=0)
+    retries: int = Field(2, ge=0)  # Prefect retries of a failed task (Dask reruns one whose worker died)
+    work_dir: str = "data/cache/preprocess"  # per-piece shards and manifests: a rerun reuses finished pieces
+
+
 # --- train / evaluate / sample: the language models (models/, flows/) ---------------------
+
+
+class DistributedParams(Section):
+    """Data-parallel training (models/distributed.py, README "Distributed training")."""
+
+    # 1: train in the flow's own process. N > 1: the flow runs `torchrun --standalone
+    # --nproc_per_node N` (one process per GPU; gloo on CPU). The global batch stays
+    # batch_size rows, split over the N processes, so results match 1 process up to float
+    # rounding; the training fingerprint leaves nproc out, and checkpoints resume with any N.
+    nproc: int = Field(1, ge=1)
 
 
 class LoopParams(Section):
@@ -278,6 +307,7 @@ class TrainParams(LoopParams):
     mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
     batch_size: int = Field(32, ge=1)
     bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
+    distributed: DistributedParams = DistributedParams()  # `-S train.word.distributed.nproc=2`
 
     @field_validator("cell")
     @classmethod
@@ -316,6 +346,225 @@ class SampleLevels(Section):
     char: SampleParams = SampleParams(max_tokens=200)
 
 
+# --- retrain / schedule: flows/retrain.py and flows/serve.py (README, "Teams") ---------------
+
+
+class RetrainParams(Section):
+    """When a retrained model replaces the promoted one (flows/retrain.py)."""
+
+    levels: tuple[Level, ...] = ("word", "char")  # whose models are retrained, compared and promoted
+    split: Literal["valid", "test"] = "valid"  # compared on valid: test stays untouched for reporting
+    # Promote when held-out perplexity falls by at least this fraction (0.01: 1 %), so that
+    # noise between two equally good runs never churns the promoted model.
+    margin: float = Field(0.01, ge=0.0, lt=1.0)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must list 'word' and/or 'char', each once, got {list(v)}")
+        return v
+
+
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# (name, lowest, highest, names for lowest..): the five fields of a cron expression.
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day-of-month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day-of-week", 0, 7, _DAYS),  # 0 and 7 are both Sunday
+)
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why ``expr`` is not a cron expression Prefect accepts, or None when it is one.
+
+    A subset of what Prefect's (vendored) croniter accepts: five fields with ``*``, numbers or
+    names, ranges, lists, ``/step``, ``?``, ``L`` (last day of the month; ``L5``: last Friday)
+    and ``5#2`` (second Friday), or a macro such as ``@daily``. Written out here because
+    pipeline/ must not import Prefect; tests/test_retrain.py checks it against croniter.
+    """
+    text = expr.strip().lower()
+    if text.startswith("@"):
+        return None if text in _CRON_MACROS else f"unknown macro; use one of {', '.join(_CRON_MACROS)}"
+    fields = text.split()
+    if len(fields) != 5:
+        return f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+    for field, (name, lo, hi, names) in zip(fields, _CRON_FIELDS):
+
+        def value(tok: str, lo: int = lo, hi: int = hi, names: tuple[str, ...] = names) -> bool:
+            return tok in names or (tok.isdigit() and lo <= int(tok) <= hi)
+
+        for item in field.split(","):
+            base, slash, step = item.partition("/")
+            if slash and not (step.isdigit() and int(step) >= 1):
+                return f"{name} field {field!r}: the step after '/' must be a whole number ≥ 1"
+            if base in ("*", "?") and (base == "*" or name in ("day-of-month", "day-of-week")):
+                continue
+            if name == "day-of-month" and base == "l" and not slash:
+                continue
+            if name == "day-of-week" and not slash:
+                if base.startswith("l") and value(base[1:]):
+                    continue
+                day, hash_, nth = base.partition("#")
+                if hash_ and value(day) and nth in ("1", "2", "3", "4", "5"):
+                    continue
+            low, dash, high = base.partition("-")
+            if not (value(low) and (not dash or value(high))):
+                return f"{name} field {field!r}: {base!r} is not a value from {lo} to {hi}" + (
+                    f" or a name ({names[0]}, {names[1]}, ...)" if names else ""
+                )
+    return None
+
+
+class ScheduleParams(Section):
+    """The retraining deployment that ``python -m flows.serve`` serves (README, "Teams")."""
+
+    deployment: str = Field("scheduled", min_length=1)  # shown in the UI as retrain/<deployment>
+    cron: str | None = "0 3 * * *"  # when to retrain; null: every `interval` seconds instead
+    interval: float | None = Field(None, gt=0)  # seconds between runs, when cron is null
+    timezone: str = "UTC"  # IANA name: the cron's clock (3 a.m. where?)
+    # `dvc exp run -S key=value` for each scheduled run; empty: plain `dvc repro`.
+    overrides: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and (problem := cron_problem(v)):
+            raise ValueError(f"not a valid cron expression ({problem}), got {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"must be an IANA time zone such as 'UTC' or 'Europe/Berlin', got {v!r}") from None
+        return v
+
+    @field_validator("overrides")
+    @classmethod
+    def _dotted_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)+", k)]
+        if bad:
+            raise ValueError(f"keys must be dotted params keys such as 'train.word.lr', got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _cron_or_interval(self) -> ScheduleParams:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("set exactly one of cron and interval (the other to null)")
+        return self
+
+
+# --- beyond language modelling (issue 6): baselines and other sequence tasks -------------
+
+
+class NgramParams(Section):
+    """The count-based Kneser-Ney baseline (models/ngram.py, seed 002), fitted on the train stream."""
+
+    n: int = Field(3, ge=1)  # order: 3 = trigram
+    modified: bool = False  # Chen & Goodman's three discounts per order instead of one
+
+
+class NgramLevels(Section):
+    word: NgramParams = NgramParams()
+    char: NgramParams = NgramParams(n=5)
+
+
+class SkipgramParams(LoopParams):
+    """Skip-gram word embeddings (seed 001) on ``data/windows/word``'s streams (models/skipgram.py).
+
+    The defaults are seed 001's; optimizer, lr, momentum and clip override LoopParams' defaults.
+    """
+
+    vocab_size: int = Field(10_000, ge=4)  # the top ids of data/vocab/word.json; rarer words count as <unk>
+    max_context: int = Field(10, ge=1)  # each word's window size is drawn uniformly from 1..max_context
+    emb_dim: int = Field(200, ge=1)
+    negatives: int = Field(100, ge=1)  # noise words per batch, shared by its pairs (as tf.nn.nce_loss)
+    noise_power: float = Field(0.75, ge=0.0)  # noise ∝ unigram count ** noise_power
+    loss: Literal["negative_sampling", "nce"] = "negative_sampling"
+    subsample: float | None = Field(1e-3, gt=0.0)  # word2vec's t: keep a word with p = (sqrt(f/t) + 1) t/f; null: off
+    batch_size: int = Field(1000, ge=1)  # (center, context) pairs per step
+    valid_pairs: int = Field(50_000, ge=1)  # held-out pairs scored after each epoch
+    neighbors: tuple[str, ...] = ()  # words whose nearest neighbours the report lists; empty: the 10 most frequent
+    analogies: str | None = None  # a questions-words.txt file (": section", then "a b c d" lines); null: none
+    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "sgd"
+    lr: float = Field(0.5, gt=0.0)
+    momentum: float = Field(0.5, ge=0.0, lt=1.0)
+    clip: Literal["norm", "value", "none"] = "none"
+
+
+class ImdbDataParams(Section):
+    """IMDB reviews for the classifiers: the source, its tokenizer, vocabulary and padded rows (data/imdb/)."""
+
+    source: ImdbParams = ImdbParams()
+    tokenize: WordTokenizeParams = WordTokenizeParams()  # seed 001's rule
+    vocab: VocabLevelParams = VocabLevelParams()
+    windows: WindowsParams = WindowsParams(modes=("padded",), max_length=400)  # one review per row, labels
+
+
+class SentimentParams(LoopParams):
+    """A GRU/LSTM sentiment classifier over word embeddings (models/classify.py, seeds 001 and 002).
+
+    The defaults are seed 001's: GRU 300, RMSProp 0.002, batch 20.
+    """
+
+    cell: str = "gru"  # gru | lstm, or a variant of models/cells.py
+    emb_dim: int = Field(300, ge=1)  # must equal the width of `embeddings` when given
+    hidden: int = Field(300, ge=1)
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the embeddings and before the output layer
+    readout: Literal["last", "mean", "max"] = "last"  # last relevant output (seed 001) | pooling (seed 002)
+    embeddings: str | None = None  # .npy of our vocabulary (artifacts/skipgram) or word2vec/GloVe text; null: random
+    freeze_embeddings: bool = False
+    batch_size: int = Field(20, ge=1)
+    eval_batch_size: int = Field(100, ge=1)
+    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "rmsprop"
+    lr: float = Field(0.002, gt=0.0)
+
+    @field_validator("cell")
+    @classmethod
+    def _cell_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+            raise ValueError(f"must be a cell name such as 'gru' or 'lstm', got {v!r}")
+        return v
+
+
+class LmclassParams(Section):
+    """LM-based classification (seed 000): one language model per class, on data/imdb/lm/<class>/."""
+
+    windows: WindowsParams = WindowsParams(modes=("stream",))  # each class's reviews as one stream
+    train: TrainParams = TrainParams(hidden=256, layers=1, emb_dim=64, epochs=3)  # the shared LM trainer
+    batch_size: int = Field(64, ge=1)  # test reviews scored side by side
+
+
+class OcrDataParams(Section):
+    """Taskar's OCR letters as a document table of image sequences (data/ocr/)."""
+
+    source: OcrParams = OcrParams()
+
+
+class OcrTaskParams(LoopParams):
+    """Sequence labelling of handwritten words (models/ocr.py, seed 001): one softmax shared over time."""
+
+    hidden: int = Field(300, ge=1)
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bidirectional: bool = True
+    compare: bool = True  # also train the unidirectional twin: the DVC plot of their per-letter errors
+    batch_size: int = Field(10, ge=1)
+    eval_batch_size: int = Field(500, ge=1)
+    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "rmsprop"
+    lr: float = Field(0.002, gt=0.0)
+
+
 # --- the file ---------------------------------------------------------------------------
 
 
@@ -329,6 +578,16 @@ class Params(Section):
     train: TrainLevels
     evaluate: EvaluateParams
     sample: SampleLevels
+    retrain: RetrainParams
+    schedule: ScheduleParams
+    ngram: NgramLevels
+    skipgram: SkipgramParams
+    imdb_data: ImdbDataParams
+    sentiment: SentimentParams
+    lmclass: LmclassParams
+    ocr_data: OcrDataParams
+    ocr: OcrTaskParams
+    preprocess: PreprocessParams
 
 
 def _key(loc: Iterable[Any]) -> str:

@@ -80,3 +80,15 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     storage = tmp_path_factory.mktemp("prefect-results")
     with prefect_test_harness(), temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
         yield storage
+
+
+# --- teams: a real Prefect server (tests/test_schedule_server.py, test_gpu_concurrency.py, test_remote.py) ---
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real ``prefect server`` on 127.0.0.1 for the session; yields its API URL."""
+    from tests.prefect_server import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api:
+        yield api

@@ -60,11 +60,14 @@ def prefect_server(folder: Path) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(folder / "server.log", "wb")
+    api = f"http://127.0.0.1:{port}/api"
+    env = server_env(folder / "home")
+    env["PREFECT_UI_API_URL"] = api  # the UI's pages call the API here, not at the default :4200
+    env["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] = "false"
     proc = subprocess.Popen(
         [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(folder / "home"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:

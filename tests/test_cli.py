@@ -77,7 +77,12 @@ def test_an_incompatible_checkpoint_is_a_clear_error(repo: Path, capsys: pytest.
 
     torch.save({"model": {}}, "foreign.pt")
     code, _, err = cli(capsys, "complete", "the", "--checkpoint", "foreign.pt")
-    assert code == 2 and "checkpoint format None is not 'rnnlab-lm/1'" in err
+    assert code == 2 and "checkpoint format None is not an rnnlab one" in err
+
+    c = torch.load("artifacts/word/checkpoints/last.pt", weights_only=True)
+    torch.save({**c, "format": "rnnlab-sentiment/1"}, "sentiment.pt")  # another task's checkpoint
+    code, _, err = cli(capsys, "complete", "the", "--checkpoint", "sentiment.pt")
+    assert code == 2 and "a 'rnnlab-sentiment/1' checkpoint where 'rnnlab-lm/1' is needed" in err
 
     c = torch.load("artifacts/word/checkpoints/last.pt", weights_only=True)
     c["config"]["hidden"] += 1  # weights no longer fit the recorded shape

@@ -1,0 +1,137 @@
+"""Flow ``ocr``: sequence labelling of handwritten words (seed 001), bidirectional against unidirectional.
+
+    python -m flows.ocr                    # tasks/dvc.yaml, after ocr_data
+
+Trains models/ocr.py's GRU labeller with the shared Trainer on ``data/ocr/docs``
+and, with ``ocr.compare: true``, its twin in the other direction, epoch by epoch
+side by side. Writes under ``artifacts/ocr/``:
+
+    checkpoints/<direction>/last.pt   rolling checkpoints (persist), direction = bidirectional | unidirectional
+    errors.csv                        valid per-letter error of each per epoch: the DVC plot (tasks/dvc.yaml)
+    metrics.json                      per direction: test loss, per-letter and per-word error
+
+and a markdown artifact ``ocr-metrics``. Padded frames count in neither the loss
+nor the errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import ARTIFACTS, markdown_table
+from flows.tasklib import fingerprint, folder_data, stage_main, write_csv
+from models.ocr import OcrTask
+from models.trainer import Trainer
+from pipeline import stage
+from pipeline.io import write_json
+from pipeline.params import OcrTaskParams, load_params
+from pipeline.taskpaths import OCR_DOCS
+
+OUT = ARTIFACTS / "ocr"
+CHECKPOINTS = OUT / "checkpoints"
+ERRORS = OUT / "errors.csv"
+METRICS = OUT / "metrics.json"
+DIRECTIONS = {"bidirectional": True, "unidirectional": False}
+CODE = (
+    "models/checkpoint.py",
+    "models/cells.py",
+    "models/config.py",
+    "models/data.py",
+    "models/device.py",
+    "models/distributed.py",
+    "models/evaluate.py",
+    "models/ocr.py",
+    "models/rnn.py",
+    "models/trainer.py",
+    "pipeline/ocr_data.py",
+)
+
+
+def spec() -> stage.StageSpec:
+    return stage.StageSpec(
+        params=("ocr",),
+        deps=(
+            "flows/ocr.py",
+            "flows/common.py",
+            "flows/tasklib.py",
+            *CODE,
+            "pipeline/corpus.py",
+            "pipeline/docs.py",
+            "pipeline/download.py",
+            "pipeline/io.py",
+            "pipeline/params.py",
+            "pipeline/shards.py",
+            "pipeline/sources/__init__.py",
+            "pipeline/sources/ocr.py",
+            "pipeline/taskpaths.py",
+            "pipeline/vocab.py",
+            str(OCR_DOCS),
+        ),
+        outs=(str(CHECKPOINTS), str(ERRORS)),
+        metrics=(str(METRICS),),
+    )
+
+
+@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="{direction}-epoch-{epoch}")
+def train_epoch(trainer: Trainer, direction: str, epoch: int) -> dict[str, Any]:
+    trainer.log = get_run_logger().info
+    return trainer.run_epoch()
+
+
+@task(name="evaluate-test", cache_policy=NO_CACHE, task_run_name="{direction}")
+def evaluate_test(trainer: Trainer, direction: str) -> dict[str, Any]:
+    m = trainer.task.evaluate("test")
+    get_run_logger().info(f"{direction} test: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
+    return m
+
+
+@flow(name="ocr")
+def ocr(params: OcrTaskParams) -> dict[str, Any]:
+    """Train (or resume, or reuse) the labeller(s); write the error curves and the test metrics."""
+    log = get_run_logger()
+    data = folder_data(OCR_DOCS)
+    main = "bidirectional" if params.bidirectional else "unidirectional"
+    names = [main] + ([d for d in DIRECTIONS if d != main] if params.compare else [])
+    trainers: dict[str, Trainer] = {}
+    for name in names:
+        fp = fingerprint(f"ocr-{name}", params, data, CODE)
+        def build(device: Any, bi: bool = DIRECTIONS[name]) -> OcrTask:
+            return OcrTask(params, OCR_DOCS, device, bidirectional=bi)
+
+        trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr", log=log.info)
+        log.info(f"{name}: {trainers[name].task.cfg}, {trainers[name].steps_per_epoch} steps per epoch")
+    for epoch in range(1, params.epochs + 1):  # side by side, so the curves share their epochs
+        for name, t in trainers.items():
+            if not t.done:
+                train_epoch(t, name, epoch)
+    epochs = [{"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
+              for i, h in enumerate(trainers[main].history)]  # fmt: skip
+    write_csv(ERRORS, epochs, ["epoch", *DIRECTIONS])
+    result = {name: evaluate_test(t, name) for name, t in trainers.items()}
+    write_json(METRICS, result)
+    rows = [{"model": f"GRU {params.hidden}, {name}", **m} for name, m in result.items()]
+    create_markdown_artifact(
+        key="ocr-metrics",
+        markdown="# OCR letters: test errors\n\n"
+        + markdown_table(rows, ["model", "letter_error", "word_error", "loss", "letters", "words"])
+        + "\n\n## Valid per-letter error per epoch\n\n" + markdown_table(epochs, ["epoch", *trainers]),
+        description="per-letter and per-word error, bidirectional against unidirectional",
+    )
+    return result
+
+
+def run(params_file: str) -> dict[str, Any]:
+    return ocr(load_params(spec().params, params_file)["ocr"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(__doc__, argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

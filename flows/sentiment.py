@@ -1,0 +1,146 @@
+"""Flow ``sentiment``: a GRU/LSTM review classifier on IMDB (seeds 001 and 002).
+
+    python -m flows.sentiment              # tasks/dvc.yaml, after imdb_data
+
+Trains models/classify.py with the shared Trainer on ``data/imdb/windows``
+(padded rows and labels; valid accuracy after each epoch), then scores the test
+split. Writes under ``artifacts/sentiment/``:
+
+    checkpoints/last.pt   rolling checkpoint (persist: a killed run resumes, a finished one is reused)
+    history.csv           train loss, valid loss and accuracy per epoch (DVC plot)
+    metrics.json          valid and test: loss, accuracy, confusion matrix (rows true, columns predicted)
+
+and a markdown artifact ``sentiment-metrics``. ``sentiment.embeddings`` may name
+``artifacts/skipgram/embeddings.npy`` (it must have been trained on this
+vocabulary: an error names both otherwise) or a word2vec/GloVe text file, aligned
+by token with its out-of-vocabulary count reported. That file is tracked through
+the param only: after changing the file itself, ``dvc repro -f tasks/dvc.yaml:sentiment``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import ARTIFACTS, markdown_table, tokenizer_settings
+from flows.tasklib import fingerprint, stage_main, windows_data, write_csv
+from models.classify import SentimentTask, initial_embeddings
+from models.trainer import Trainer
+from pipeline import stage
+from pipeline.io import sha256_file, write_json
+from pipeline.params import SentimentParams, load_params
+from pipeline.taskpaths import IMDB_DATA
+from pipeline.vocab import Vocab
+
+OUT = ARTIFACTS / "sentiment"
+CHECKPOINTS = OUT / "checkpoints"
+HISTORY = OUT / "history.csv"
+METRICS = OUT / "metrics.json"
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_accuracy", "lr")
+CODE = (
+    "models/checkpoint.py",
+    "models/cells.py",
+    "models/classify.py",
+    "models/config.py",
+    "models/data.py",
+    "models/device.py",
+    "models/distributed.py",
+    "models/rnn.py",
+    "models/trainer.py",
+    "pipeline/vectors.py",
+)
+
+
+def spec() -> stage.StageSpec:
+    return stage.StageSpec(
+        params=("sentiment", "imdb_data.tokenize"),
+        deps=(
+            "flows/sentiment.py",
+            "flows/common.py",
+            "flows/tasklib.py",
+            *CODE,
+            "pipeline/io.py",
+            "pipeline/params.py",
+            "pipeline/shards.py",
+            "pipeline/taskpaths.py",
+            "pipeline/vocab.py",
+            str(IMDB_DATA.windows),
+            str(IMDB_DATA.vocab),
+        ),
+        outs=(str(CHECKPOINTS), str(HISTORY)),
+        metrics=(str(METRICS),),
+    )
+
+
+@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="epoch-{epoch}")
+def train_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
+    trainer.log = get_run_logger().info
+    return trainer.run_epoch()
+
+
+@task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="{split}")
+def evaluate_split(task_: SentimentTask, split: str) -> dict[str, Any]:
+    m = task_.evaluate(split)
+    get_run_logger().info(f"{split}: accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}, confusion {m['confusion']}")
+    return m
+
+
+def confusion_markdown(m: dict[str, Any]) -> str:
+    names = m["classes"]
+    rows = [{"true \\ predicted": t, **dict(zip(names, counts))} for t, counts in zip(names, m["confusion"])]
+    return markdown_table(rows, ["true \\ predicted", *names])
+
+
+@flow(name="sentiment")
+def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume, or reuse) the classifier; score valid and test; write metrics.json."""
+    log = get_run_logger()
+    vocab = Vocab.load(IMDB_DATA.vocab)
+    data = windows_data(IMDB_DATA.windows)
+    emb = None
+    if params.embeddings:
+        emb = initial_embeddings(params.embeddings, vocab, IMDB_DATA.vocab, params.emb_dim)
+        log.info(f"embeddings from {params.embeddings}: {emb[2]}")
+        data["embeddings_sha256"] = sha256_file(params.embeddings)
+    fp = fingerprint("sentiment", {"params": params.model_dump(mode="json"), "tokenizer": tokenizer}, data, CODE)
+
+    def build(device: Any) -> SentimentTask:
+        return SentimentTask(params, IMDB_DATA.windows, vocab, device, vocab_path=str(IMDB_DATA.vocab),
+                             tokenizer=tokenizer, embeddings=emb)  # fmt: skip
+
+    trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment", log=log.info)
+    log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, "
+             f"{params.epochs} epochs")  # fmt: skip
+    while not trainer.done:
+        train_epoch(trainer, trainer.epoch + 1)
+    write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
+    result: dict[str, Any] = {split: evaluate_split(trainer.task, split) for split in ("valid", "test")}
+    result["model"] = {"cell": params.cell, "readout": params.readout, "hidden": params.hidden,
+                       "embeddings": trainer.task.embeddings_info}  # fmt: skip
+    write_json(METRICS, result)
+    test = result["test"]
+    create_markdown_artifact(
+        key="sentiment-metrics",
+        markdown=f"# Sentiment ({params.cell.upper()} {params.hidden}, readout {params.readout})\n\n"
+        f"test accuracy **{test['accuracy']:.4f}** on {test['examples']} reviews "
+        f"(valid {result['valid']['accuracy']:.4f})\n\n" + confusion_markdown(test),
+        description="accuracy and confusion matrix on the test split",
+    )
+    return result
+
+
+def run(params_file: str) -> dict[str, Any]:
+    cfg = load_params(spec().params, params_file)
+    return sentiment(cfg["sentiment"], tokenizer_settings("word", cfg["imdb_data.tokenize"]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(__doc__, argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

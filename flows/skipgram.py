@@ -1,0 +1,155 @@
+"""Flow ``skipgram``: word2vec skip-gram embeddings (seed 001) on the word-level windows.
+
+    python -m flows.skipgram
+
+Trains models/skipgram.py with the shared Trainer on ``data/windows/word``
+(train stream; the valid stream's pairs are the held-out loss) and writes, under
+``artifacts/skipgram/``:
+
+    checkpoints/last.pt   the rolling checkpoint (persist: a killed run resumes; a finished one is reused)
+    embeddings.npy        (V, D) float32, one row per id of data/vocab/word.json
+    embeddings.json       which vocabulary those rows belong to (path, size, sha256)
+    vectors.txt           the same vectors in word2vec text format (specials left out)
+    history.csv           train and held-out loss per epoch (DVC plot)
+    metrics.json          held-out loss, nearest neighbours, analogy accuracy when skipgram.analogies is set
+
+A markdown artifact ``skipgram-neighbors`` lists the nearest neighbours by cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import ARTIFACTS, markdown_table
+from flows.tasklib import fingerprint, stage_main, windows_data, write_csv
+from models.skipgram import SkipgramTask, analogy_accuracy, nearest
+from models.trainer import Trainer
+from pipeline import paths, stage
+from pipeline.io import write_json
+from pipeline.params import SkipgramParams, load_params
+from pipeline.vectors import save_embeddings, write_word2vec
+from pipeline.vocab import Vocab
+
+OUT = ARTIFACTS / "skipgram"
+CHECKPOINTS = OUT / "checkpoints"
+EMBEDDINGS = OUT / "embeddings.npy"
+EMBEDDINGS_META = OUT / "embeddings.json"
+VECTORS = OUT / "vectors.txt"
+HISTORY = OUT / "history.csv"
+METRICS = OUT / "metrics.json"
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "lr")
+CODE = (
+    "models/checkpoint.py",
+    "models/cells.py",
+    "models/config.py",
+    "models/data.py",
+    "models/device.py",
+    "models/distributed.py",
+    "models/rnn.py",
+    "models/skipgram.py",
+    "models/trainer.py",
+    "pipeline/pairs.py",
+)
+NEIGHBOURS = 10  # listed per word
+
+
+def spec() -> stage.StageSpec:
+    return stage.StageSpec(
+        params=("skipgram",),
+        deps=(
+            "flows/skipgram.py",
+            "flows/common.py",
+            "flows/tasklib.py",
+            *CODE,
+            "pipeline/io.py",
+            "pipeline/params.py",
+            "pipeline/shards.py",
+            "pipeline/vectors.py",
+            "pipeline/vocab.py",
+            str(paths.windows("word")),
+            str(paths.vocab("word")),
+        ),
+        outs=(str(CHECKPOINTS), str(EMBEDDINGS), str(EMBEDDINGS_META), str(VECTORS), str(HISTORY)),
+        metrics=(str(METRICS),),
+    )
+
+
+@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="epoch-{epoch}")
+def train_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
+    trainer.log = get_run_logger().info
+    return trainer.run_epoch()
+
+
+@task(name="export", cache_policy=NO_CACHE)
+def export(task_: SkipgramTask, vocab: Vocab) -> None:
+    """embeddings.npy (+ .json) aligned to the vocabulary, and vectors.txt in word2vec text format."""
+    matrix = task_.embeddings()
+    n = task_.cfg.vocab_size  # trained rows; the rest repeat <unk>'s
+    save_embeddings(EMBEDDINGS, matrix, vocab, paths.vocab("word"), trained=n)
+    write_word2vec(VECTORS, matrix[3:n], vocab.tokens[3:n])
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report(task_: SkipgramTask, vocab: Vocab, p: SkipgramParams, history: list[dict[str, Any]]) -> dict[str, Any]:
+    matrix, n = task_.embeddings(), task_.cfg.vocab_size
+    words = [w for w in p.neighbors if vocab.id(w) < n and vocab.tokens[vocab.id(w)] == w]
+    missing = [w for w in p.neighbors if w not in words]
+    if missing:
+        get_run_logger().warning(f"skipgram.neighbors: {missing} not among the {n} trained words; left out")
+    if not p.neighbors:
+        words = list(vocab.tokens[3 : min(n, 3 + 10)])  # the 10 most frequent
+    lists = nearest(matrix, vocab.tokens, [vocab.id(w) for w in words], NEIGHBOURS, candidates=n)
+    result: dict[str, Any] = {
+        "valid_loss": history[-1]["valid_loss"],
+        "train_loss": history[-1]["train_loss"],
+        "vocab_size": n,
+        "emb_dim": p.emb_dim,
+        "neighbors": {w: [t for t, _ in nb] for w, nb in zip(words, lists)},
+    }
+    if p.analogies:
+        result["analogy"] = analogy_accuracy(matrix, vocab, p.analogies, candidates=n)
+    rows = [{"word": w, "neighbours (cosine)": ", ".join(f"{t} {s:.2f}" for t, s in nb)} for w, nb in zip(words, lists)]
+    md = f"# Skip-gram nearest neighbours\n\nheld-out loss {result['valid_loss']:.4f} per pair\n\n"
+    md += markdown_table(rows, ["word", "neighbours (cosine)"])
+    if "analogy" in result:
+        a = result["analogy"]
+        md += f"\n\nanalogy accuracy {a['accuracy']:.4f} ({a['correct']}/{a['answered']}; {a['skipped']} skipped: OOV)"
+    create_markdown_artifact(key="skipgram-neighbors", markdown=md, description="nearest neighbours by cosine")
+    return result
+
+
+@flow(name="skipgram")
+def skipgram(params: SkipgramParams) -> dict[str, Any]:
+    """Train (or resume, or reuse) the embeddings; export them; report neighbours and analogies."""
+    log = get_run_logger()
+    data = paths.windows("word")
+    vocab = Vocab.load(paths.vocab("word"))
+    fp = fingerprint("skipgram", params, windows_data(data), CODE)
+    trainer = Trainer(lambda device: SkipgramTask(params, data, vocab, device, vocab_path=str(paths.vocab("word"))),
+                      params, CHECKPOINTS, fp, key="skipgram", log=log.info)  # fmt: skip
+    log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.task.steps_per_pass} steps per pass, "
+             f"{trainer.steps_per_epoch} per epoch, {params.epochs} epochs")  # fmt: skip
+    while not trainer.done:
+        train_epoch(trainer, trainer.epoch + 1)
+    export(trainer.task, vocab)
+    write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
+    result = report(trainer.task, vocab, params, trainer.history)
+    write_json(METRICS, result)
+    return result
+
+
+def run(params_file: str) -> dict[str, Any]:
+    return skipgram(load_params(spec().params, params_file)["skipgram"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage_main(__doc__, argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

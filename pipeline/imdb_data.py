@@ -1,0 +1,65 @@
+"""Stage ``imdb_data`` (tasks/dvc.yaml): IMDB reviews → tokens → vocabulary → padded rows with labels.
+
+    python -m pipeline.imdb_data           # reads imdb_data.{source,tokenize,vocab,windows}
+
+The spine's stage functions with their own params and paths (pipeline/taskdata.py):
+``data/imdb/docs``, ``data/imdb/tokens``, ``data/imdb/vocab.json``,
+``data/imdb/windows`` (``padded.npy``, ``lengths.npy``, ``labels.npy`` per split;
+label names in ``meta.json``) and ``data/imdb/metrics.json``. Every class must
+have reviews in every split: an empty class is an error that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline import stage
+from pipeline.io import write_json
+from pipeline.params import load_params
+from pipeline.sources import imdb
+from pipeline.taskdata import build_text_dataset, check_classes
+from pipeline.taskpaths import IMDB_DATA
+
+
+def spec() -> stage.StageSpec:
+    return stage.StageSpec(
+        params=("imdb_data",),
+        deps=(
+            "pipeline/imdb_data.py",
+            "pipeline/taskdata.py",
+            "pipeline/taskpaths.py",
+            "pipeline/corpus.py",
+            "pipeline/docs.py",
+            "pipeline/download.py",
+            "pipeline/io.py",
+            "pipeline/params.py",
+            "pipeline/shards.py",
+            "pipeline/sources/__init__.py",
+            "pipeline/sources/imdb.py",
+            "pipeline/sources/text.py",
+            "pipeline/threads.py",
+            "pipeline/tokenize.py",
+            "pipeline/vocab.py",
+            "pipeline/windows.py",
+        ),
+        outs=(str(IMDB_DATA.docs), str(IMDB_DATA.tokens), str(IMDB_DATA.vocab), str(IMDB_DATA.windows)),
+        metrics=(str(IMDB_DATA.metrics),),
+    )
+
+
+def run(params_file: str) -> dict:
+    cfg = load_params(spec().params, params_file)["imdb_data"]
+    stats = build_text_dataset(imdb.read(cfg.source), IMDB_DATA, "word", cfg.tokenize, cfg.vocab, cfg.windows,
+                               "IMDB (imdb_data.source)")  # fmt: skip
+    check_classes(stats["labels"], IMDB_DATA.docs)
+    write_json(IMDB_DATA.metrics, stats)
+    return stats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = stage.parser(__doc__).parse_args(argv)
+    return stage.run(lambda: run(args.params))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

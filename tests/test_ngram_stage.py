@@ -1,0 +1,55 @@
+"""The ngram stage (seed 002's baseline) and its place beside the RNN and the oracle in evaluate's table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows import evaluate, ngram
+from flows.common import checkpoints, tokenizer_settings
+from models.lm import lm_trainer
+from models.ngram import fit
+from pipeline.params import read_params
+from pipeline.vocab import Vocab
+from tests.test_flows import latest_artifact
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
+    oracle = json.loads(Path("data/corpus/oracle.json").read_text())
+    for level in ("word", "char"):
+        result = ngram.run(level, "params.yaml")
+        saved = json.loads(Path(f"artifacts/{level}/ngram.json").read_text())
+        assert saved == json.loads(json.dumps(result))
+        assert saved["model"]["n"] == read_params("params.yaml").ngram.model_dump()[level]["n"]
+        for split in ("valid", "test"):
+            m = saved[split]
+            assert m["tokens"] == oracle[level][split]["targets"]  # the same targets as the RNN and the oracle
+            assert m["oracle_gap"] > 0.99 and m["oracle_perplexity"] == oracle[level][split]["perplexity"]
+        # The stage's numbers are models/ngram.py's, fitted on the train stream.
+        vocab = Vocab.load(f"data/vocab/{level}.json")
+        direct = fit(np.load(f"data/windows/{level}/train/stream.npy"), len(vocab), saved["model"]["n"])
+        assert direct.evaluate(np.load(f"data/windows/{level}/test/stream.npy")).perplexity == pytest.approx(
+            saved["test"]["perplexity"]
+        )
+    assert "oracle_gap" in latest_artifact("word-ngram")
+
+
+def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> None:
+    p = read_params("params.yaml")
+    run = {"fingerprint": "side", "tokenizer": tokenizer_settings("word", p.tokenize.word),
+           "vocab_path": "data/vocab/word.json"}  # fmt: skip
+    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), Vocab.load("data/vocab/word.json"), run,
+               log=lambda _: None).fit()  # fmt: skip
+    ngram.run("word", "params.yaml")
+    result = evaluate.run("word", "params.yaml")
+    baseline = json.loads(Path("artifacts/word/ngram.json").read_text())
+    for split in ("valid", "test"):
+        assert result[split]["ngram_perplexity"] == baseline[split]["perplexity"]
+        assert result[split]["oracle_perplexity"] <= result[split]["ngram_perplexity"]  # nothing beats the oracle
+    table = latest_artifact("word-metrics")
+    assert "Perplexity side by side" in table and all(f"| {m} |" in table for m in ("oracle", "n-gram", "RNN"))
