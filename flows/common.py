@@ -1,25 +1,38 @@
-"""Shared by the train, evaluate and sample flows: output paths, the training fingerprint, stage plumbing.
+"""Shared by every flow: output paths, training fingerprints, the epoch task, CSV, stage plumbing.
 
-Outputs of one level live under ``artifacts/<level>/`` (dvc.yaml repeats these paths)::
+Outputs of one language-model level live under ``artifacts/<level>/`` (dvc.yaml repeats these paths)::
 
     checkpoints/last.pt   the rolling training checkpoint (persist: true, so a killed run resumes)
     history.csv           one row per epoch: the DVC plot of the losses
     metrics.json          held-out metrics and the oracle gap: DVC metrics
     samples.txt           generated text
+
+Caching rule, for the language models and every other task: DVC decides whether a stage runs;
+the Trainer's checkpoint (``persist: true`` in dvc.yaml) decides whether training runs. A
+checkpoint records its fingerprint (data hashes, params, code hashes); a rerun with the same
+fingerprint finds it finished and trains nothing, a killed run resumes from it, one of another
+fingerprint is ignored. The language models also key Prefect's cache of ``fit`` on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from models.device import set_threads
 from pipeline import paths, stage
-from pipeline.io import read_json, sha256_file
+from pipeline.io import atomic_open, read_json, sha256_file
 from pipeline.params import CharTokenizeParams, TrainParams, WordTokenizeParams
+
+if TYPE_CHECKING:  # only for the annotation: importing the trainer would make it a dep of every stage
+    from models.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: code files are hashed from here
 ARTIFACTS = Path("artifacts")
@@ -48,23 +61,58 @@ def tokenizer_settings(level: str, cfg: WordTokenizeParams | CharTokenizeParams)
     return {"level": "char", "lowercase": cfg.lowercase}
 
 
-def fingerprint(level: str, train: TrainParams, tokenizer: dict[str, Any], code: Iterable[str]) -> str:
-    """The training cache key: sha256 over the data, the params and the code that trains.
+def fingerprint(task: str, params: BaseModel | Mapping[str, Any], data: Mapping[str, Any], code: Iterable[str]) -> str:
+    """A training's identity: sha256 over the data's file hashes, the params and the code's hashes.
 
-    data:  the windows stage's meta.json (the sha256 of every array, and of the vocabulary);
-    params: ``train.<level>`` and the tokenizer settings the checkpoint records;
-    code:  the sha256 of each models/ source file the train stage imports.
-    File hashes only: no tensor is hashed.
+    ``data`` names files by their sha256 (e.g. a windows stage's meta.json), ``code`` the source
+    files the training imports. File hashes only: no tensor is hashed.
     """
-    meta = read_json(paths.windows(level) / "meta.json")
-    parts = {
-        "level": level,
-        "data": {"files": meta["files"], "vocab_sha256": meta["vocab_sha256"]},
-        "tokenizer": tokenizer,
-        "train": train.model_dump(mode="json"),
-        "code": {f: sha256_file(ROOT / f) for f in sorted(code)},
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    dumped = params.model_dump(mode="json") if isinstance(params, BaseModel) else dict(params)
+    parts = {"task": task, "data": data, "params": dumped, "code": {f: sha256_file(ROOT / f) for f in sorted(code)}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def lm_fingerprint(level: str, train: TrainParams, tokenizer: dict[str, Any], code: Iterable[str]) -> str:
+    """The language model's cache key: ``level``'s windows and vocabulary, ``train.<level>`` and the
+    tokenizer settings the checkpoint records, and the models/ code the train stage imports."""
+    params = {"train": train.model_dump(mode="json"), "tokenizer": tokenizer}
+    return fingerprint(f"lm-{level}", params, windows_data(paths.windows(level)), code)
+
+
+def windows_data(folder: Path) -> dict[str, Any]:
+    """What identifies a windows dataset: the sha256 of its arrays and of its vocabulary (meta.json)."""
+    meta = read_json(Path(folder) / "meta.json")
+    return {"files": meta["files"], "vocab_sha256": meta["vocab_sha256"]}
+
+
+def folder_data(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (a Parquet document table)."""
+    folder = Path(folder)
+    return {f.relative_to(folder).as_posix(): sha256_file(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def _epoch_run_name(parameters: dict[str, Any]) -> str:
+    part = parameters.get("part")
+    return f"{part}-epoch-{parameters['epoch']}" if part else f"epoch-{parameters['epoch']}"
+
+
+@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name=_epoch_run_name)
+def train_epoch(trainer: Trainer, epoch: int, part: str = "") -> dict[str, Any]:
+    """One epoch block of any task's Trainer: epoch_size steps, validation, LR schedule, checkpoint.
+
+    ``part`` names which of a flow's several models this is (a class, a direction) in the run's name.
+    Untagged: the language model's ``fit`` holds the ``gpu`` slot, and a tagged child would wait on it.
+    """
+    trainer.log = get_run_logger().info
+    return trainer.run_epoch()
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Rows as CSV, atomically; floats as repr (they round-trip exactly), missing cells empty."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(",".join(columns) + "\n")
+        for row in rows:
+            f.write(",".join(repr(v) if isinstance(v := row.get(c, ""), float) else str(v) for c in columns) + "\n")
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -76,8 +124,11 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines)
 
 
-def stage_main(doc: str | None, argv: Sequence[str] | None, body: Callable[[str, str], object]) -> int:
-    """``python -m flows.X --level L [--params FILE]``: fixed torch threads, user errors without traceback."""
-    args = stage.parser(doc, level=True).parse_args(argv)
+def stage_main(doc: str | None, argv: Sequence[str] | None, body: Callable[..., object], *, level: bool = False) -> int:
+    """``python -m flows.X [--level L] [--params FILE]``: fixed torch threads, user errors without a traceback.
+
+    ``body`` is called as ``body(level, params_file)`` with ``level=True``, else ``body(params_file)``.
+    """
+    args = stage.parser(doc, level=level).parse_args(argv)
     set_threads()
-    return stage.run(lambda: body(args.level, args.params))
+    return stage.run(lambda: body(args.level, args.params) if level else body(args.params))

@@ -137,7 +137,7 @@ def run(level: Level, params_file: str) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main(__doc__, argv, run)
+    return stage_main(__doc__, argv, run, level=True)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ARTIFACTS, markdown_table, tokenizer_settings
-from flows.tasklib import fingerprint, stage_main, windows_data, write_csv
+from flows.common import (
+    ARTIFACTS,
+    fingerprint,
+    markdown_table,
+    stage_main,
+    tokenizer_settings,
+    train_epoch,
+    windows_data,
+    write_csv,
+)
 from models.classify import classification_metrics
 from models.data import open_array, read_meta
 from models.lm import lm_trainer
@@ -68,7 +76,6 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/lmclass.py",
             "flows/common.py",
-            "flows/tasklib.py",
             *CODE,
             "pipeline/io.py",
             "pipeline/params.py",
@@ -84,12 +91,6 @@ def spec() -> stage.StageSpec:
         outs=(str(CHECKPOINTS), str(HISTORY)),
         metrics=(str(METRICS),),
     )
-
-
-@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="{label}-epoch-{epoch}")
-def train_epoch(trainer: Trainer, label: str, epoch: int) -> dict[str, Any]:
-    trainer.log = get_run_logger().info
-    return trainer.run_epoch()
 
 
 @task(name="classify-test", cache_policy=NO_CACHE)
@@ -129,7 +130,7 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
     for epoch in range(1, train.epochs + 1):  # classes side by side, epoch by epoch
         for label, t in trainers.items():
             if not t.done:
-                train_epoch(t, label, epoch)
+                train_epoch(t, epoch, part=label)
     write_csv(HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
     result: dict[str, Any] = {"test": classify_test(trainers, labels, batch_size)}
     result["valid_perplexity"] = {k: t.history[-1]["valid_perplexity"] for k, t in trainers.items()}

@@ -23,8 +23,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ARTIFACTS, markdown_table
-from flows.tasklib import fingerprint, folder_data, stage_main, write_csv
+from flows.common import (
+    ARTIFACTS,
+    fingerprint,
+    folder_data,
+    markdown_table,
+    stage_main,
+    train_epoch,
+    write_csv,
+)
 from models.ocr import OcrTask
 from models.trainer import Trainer
 from pipeline import stage
@@ -58,7 +65,6 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/ocr.py",
             "flows/common.py",
-            "flows/tasklib.py",
             *CODE,
             "pipeline/corpus.py",
             "pipeline/docs.py",
@@ -75,12 +81,6 @@ def spec() -> stage.StageSpec:
         outs=(str(CHECKPOINTS), str(ERRORS)),
         metrics=(str(METRICS),),
     )
-
-
-@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="{direction}-epoch-{epoch}")
-def train_epoch(trainer: Trainer, direction: str, epoch: int) -> dict[str, Any]:
-    trainer.log = get_run_logger().info
-    return trainer.run_epoch()
 
 
 @task(name="evaluate-test", cache_policy=NO_CACHE, task_run_name="{direction}")
@@ -108,7 +108,7 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
     for epoch in range(1, params.epochs + 1):  # side by side, so the curves share their epochs
         for name, t in trainers.items():
             if not t.done:
-                train_epoch(t, name, epoch)
+                train_epoch(t, epoch, part=name)
     epochs = [{"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
               for i, h in enumerate(trainers[main].history)]  # fmt: skip
     write_csv(ERRORS, epochs, ["epoch", *DIRECTIONS])

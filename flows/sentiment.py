@@ -26,8 +26,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ARTIFACTS, markdown_table, tokenizer_settings
-from flows.tasklib import fingerprint, stage_main, windows_data, write_csv
+from flows.common import (
+    ARTIFACTS,
+    fingerprint,
+    markdown_table,
+    stage_main,
+    tokenizer_settings,
+    train_epoch,
+    windows_data,
+    write_csv,
+)
 from models.classify import SentimentTask, initial_embeddings
 from models.trainer import Trainer
 from pipeline import stage
@@ -61,7 +69,6 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/sentiment.py",
             "flows/common.py",
-            "flows/tasklib.py",
             *CODE,
             "pipeline/io.py",
             "pipeline/params.py",
@@ -74,12 +81,6 @@ def spec() -> stage.StageSpec:
         outs=(str(CHECKPOINTS), str(HISTORY)),
         metrics=(str(METRICS),),
     )
-
-
-@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="epoch-{epoch}")
-def train_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
-    trainer.log = get_run_logger().info
-    return trainer.run_epoch()
 
 
 @task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="{split}")

@@ -25,8 +25,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ARTIFACTS, markdown_table
-from flows.tasklib import fingerprint, stage_main, windows_data, write_csv
+from flows.common import (
+    ARTIFACTS,
+    fingerprint,
+    markdown_table,
+    stage_main,
+    train_epoch,
+    windows_data,
+    write_csv,
+)
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
 from pipeline import paths, stage
@@ -64,7 +71,6 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/skipgram.py",
             "flows/common.py",
-            "flows/tasklib.py",
             *CODE,
             "pipeline/io.py",
             "pipeline/params.py",
@@ -77,12 +83,6 @@ def spec() -> stage.StageSpec:
         outs=(str(CHECKPOINTS), str(EMBEDDINGS), str(EMBEDDINGS_META), str(VECTORS), str(HISTORY)),
         metrics=(str(METRICS),),
     )
-
-
-@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="epoch-{epoch}")
-def train_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
-    trainer.log = get_run_logger().info
-    return trainer.run_epoch()
 
 
 @task(name="export", cache_policy=NO_CACHE)

@@ -37,13 +37,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import checkpoints, fingerprint, history, markdown_table, stage_main, tokenizer_settings
+from flows.common import (
+    checkpoints,
+    history,
+    lm_fingerprint,
+    markdown_table,
+    stage_main,
+    tokenizer_settings,
+    train_epoch,
+)
 from models import ddp_train
 from models.checkpoint import FILE
 from models.checkpoint import load as load_checkpoint
 from models.data import read_meta
 from models.lm import lm_trainer
-from models.trainer import Trainer
 from pipeline import paths, stage
 from pipeline.io import atomic_open, sha256_file
 from pipeline.errors import RnnlabError
@@ -102,17 +109,10 @@ def load_data(level: Level, params: TrainParams, tokenizer: dict[str, Any]) -> d
     vocab = Vocab.load(paths.vocab(level))
     meta = read_meta(paths.windows(level), vocab)
     return {
-        "fingerprint": fingerprint(level, fingerprint_params(params), tokenizer, TRAIN_CODE),
+        "fingerprint": lm_fingerprint(level, fingerprint_params(params), tokenizer, TRAIN_CODE),
         "vocab_size": len(vocab),
         "splits": meta["splits"],
     }
-
-
-@task(name="train-epoch", cache_policy=NO_CACHE, task_run_name="epoch-{epoch}")
-def train_epoch(trainer: Trainer, epoch: int) -> dict[str, Any]:
-    """One epoch block: epoch_size steps, validation, LR schedule, checkpoint."""
-    trainer.log = get_run_logger().info
-    return trainer.run_epoch()
 
 
 def _fit_key(_ctx: object, p: dict[str, Any]) -> str:
@@ -230,7 +230,7 @@ def run(level: Level, params_file: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main(__doc__, argv, run)
+    return stage_main(__doc__, argv, run, level=True)
 
 
 if __name__ == "__main__":

@@ -58,14 +58,14 @@ def test_train_is_cached_on_its_fingerprint_and_recomputes_a_lost_checkpoint(lm_
 
 
 def test_a_killed_training_resumes_from_its_checkpoint(lm_workdir: Path) -> None:
-    from flows.common import fingerprint, tokenizer_settings
+    from flows.common import lm_fingerprint, tokenizer_settings
     from models.lm import lm_trainer
     from pipeline.params import read_params
     from pipeline.vocab import Vocab
 
     p = read_params("params.yaml")
     tok = tokenizer_settings("char", p.tokenize.char)
-    fp = fingerprint("char", p.train.char, tok, train.TRAIN_CODE)
+    fp = lm_fingerprint("char", p.train.char, tok, train.TRAIN_CODE)
     t = lm_trainer(p.train.char, Path("data/windows/char"), checkpoints("char"), Vocab.load("data/vocab/char.json"),
                 {"fingerprint": fp, "tokenizer": tok, "vocab_path": "data/vocab/char.json"})  # fmt: skip
     t.run_epoch()  # one epoch of two, then "killed"
