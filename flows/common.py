@@ -72,11 +72,18 @@ def fingerprint(task: str, params: BaseModel | Mapping[str, Any], data: Mapping[
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def lm_fingerprint(level: str, train: TrainParams, tokenizer: dict[str, Any], code: Iterable[str]) -> str:
-    """The language model's cache key: ``level``'s windows and vocabulary, ``train.<level>`` and the
-    tokenizer settings the checkpoint records, and the models/ code the train stage imports."""
+def train_fingerprint(
+    task: str, windows: Path, train: TrainParams, tokenizer: dict[str, Any], code: Iterable[str]
+) -> str:
+    """A language model's fingerprint: its windows and vocabulary, its train params and the
+    tokenizer settings the checkpoint records, and the models/ code its stage imports."""
     params = {"train": train.model_dump(mode="json"), "tokenizer": tokenizer}
-    return fingerprint(f"lm-{level}", params, windows_data(paths.windows(level)), code)
+    return fingerprint(task, params, windows_data(windows), code)
+
+
+def lm_fingerprint(level: str, train: TrainParams, tokenizer: dict[str, Any], code: Iterable[str]) -> str:
+    """The train stage's cache key for ``level``."""
+    return train_fingerprint(f"lm-{level}", paths.windows(level), train, tokenizer, code)
 
 
 def windows_data(folder: Path) -> dict[str, Any]:
@@ -105,6 +112,16 @@ def train_epoch(trainer: Trainer, epoch: int, part: str = "") -> dict[str, Any]:
     """
     trainer.log = get_run_logger().info
     return trainer.run_epoch()
+
+
+def train_all(trainers: Mapping[str, Trainer]) -> None:
+    """Every trainer to its last epoch (trained, resumed or already done), one ``train_epoch`` task
+    per epoch; several side by side, epoch by epoch, so their curves share their epochs. A key
+    names its model in the task runs ("" for a flow's only one)."""
+    while not all(t.done for t in trainers.values()):
+        for part, t in trainers.items():
+            if not t.done:
+                train_epoch(t, t.epoch + 1, part=part)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:

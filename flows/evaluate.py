@@ -24,10 +24,9 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import ARTIFACTS, checkpoints, markdown_table, metrics, stage_main
 from models import checkpoint as ckpt
-from models.data import eval_batches
 from models.device import resolve_device
 from models.evaluate import metrics as split_metrics
-from models.evaluate import score
+from models.evaluate import score_split
 from models.rnn import RNNLanguageModel
 from pipeline import paths, stage
 from pipeline.io import read_json, write_json
@@ -90,11 +89,10 @@ def load_model(level: Level) -> tuple[RNNLanguageModel, dict[str, Any]]:
 @task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="{split}")
 def evaluate_split(model: RNNLanguageModel, train: dict[str, Any], level: Level, split: str, batch_size: int,
                    oracle: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-    meta = read_json(paths.windows(level) / "meta.json")["params"]
-    window, stride = meta["length"], meta["stride"] or max(1, meta["length"] // 2)
+    meta = read_json(paths.windows(level) / "meta.json")
     device = next(model.parameters()).device
-    batches = eval_batches(train["mode"], paths.windows(level) / split, batch_size, window, stride)
-    m = split_metrics(score(model, batches, device), level, oracle)
+    m = split_metrics(score_split(model, train["mode"], paths.windows(level), meta, split, batch_size, device),
+                      level, oracle)  # fmt: skip
     get_run_logger().info(f"{level} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
     return m
 

@@ -28,12 +28,11 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
     ARTIFACTS,
-    fingerprint,
     markdown_table,
     stage_main,
     tokenizer_settings,
-    train_epoch,
-    windows_data,
+    train_all,
+    train_fingerprint,
     write_csv,
 )
 from models.classify import classification_metrics
@@ -122,15 +121,11 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
         data = IMDB_DATA.lm / label
         if not (data / "meta.json").is_file():
             raise DataError(f"{data}: no windows for class {label!r}; run `dvc repro tasks/dvc.yaml:lmclass_data`")
-        fp = fingerprint(f"lmclass-{label}", {"train": train.model_dump(mode="json"), "tokenizer": tokenizer},
-                         windows_data(data), CODE)  # fmt: skip
+        fp = train_fingerprint(f"lmclass-{label}", data, train, tokenizer, CODE)
         run_info = {"fingerprint": fp, "tokenizer": tokenizer, "vocab_path": str(IMDB_DATA.vocab)}
         trainers[label] = lm_trainer(train, data, CHECKPOINTS / label, vocab, run_info, key="lmclass.train",
                                      log=log.info)  # fmt: skip
-    for epoch in range(1, train.epochs + 1):  # classes side by side, epoch by epoch
-        for label, t in trainers.items():
-            if not t.done:
-                train_epoch(t, epoch, part=label)
+    train_all(trainers)
     write_csv(HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
     result: dict[str, Any] = {"test": classify_test(trainers, labels, batch_size)}
     result["valid_perplexity"] = {k: t.history[-1]["valid_perplexity"] for k, t in trainers.items()}

@@ -29,7 +29,7 @@ from flows.common import (
     folder_data,
     markdown_table,
     stage_main,
-    train_epoch,
+    train_all,
     write_csv,
 )
 from models.ocr import OcrTask
@@ -105,10 +105,7 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
 
         trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr", log=log.info)
         log.info(f"{name}: {trainers[name].task.cfg}, {trainers[name].steps_per_epoch} steps per epoch")
-    for epoch in range(1, params.epochs + 1):  # side by side, so the curves share their epochs
-        for name, t in trainers.items():
-            if not t.done:
-                train_epoch(t, epoch, part=name)
+    train_all(trainers)
     epochs = [{"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
               for i, h in enumerate(trainers[main].history)]  # fmt: skip
     write_csv(ERRORS, epochs, ["epoch", *DIRECTIONS])

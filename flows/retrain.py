@@ -139,18 +139,17 @@ def score_promoted(root: Path, level: Level, record: dict[str, Any], split: str,
     import torch
 
     from models import checkpoint as ckpt
-    from models.data import eval_batches
     from models.evaluate import metrics as split_metrics
-    from models.evaluate import score
+    from models.evaluate import score_split
 
     meta = read_json(root / paths.windows(level) / "meta.json")
     if record["vocab_sha256"] != meta["vocab_sha256"]:
         return None  # ids mean other tokens now: its perplexity over them would be meaningless
     folder = root / record["model"]
     model, _, c = ckpt.load_model(folder, torch.device("cpu"), folder / registry.VOCAB)
-    window, stride = meta["params"]["length"], meta["params"]["stride"] or max(1, meta["params"]["length"] // 2)
-    batches = eval_batches(c["train"]["mode"], root / paths.windows(level) / split, batch_size, window, stride)
-    ppl = split_metrics(score(model, batches, torch.device("cpu")), level)["perplexity"]
+    scores = score_split(model, c["train"]["mode"], root / paths.windows(level), meta, split, batch_size,
+                         torch.device("cpu"))  # fmt: skip
+    ppl = split_metrics(scores, level)["perplexity"]
     get_run_logger().info(f"promoted {level} model re-scored on the current {split} split: perplexity {ppl:.4f}")
     return float(ppl)
 

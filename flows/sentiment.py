@@ -32,7 +32,7 @@ from flows.common import (
     markdown_table,
     stage_main,
     tokenizer_settings,
-    train_epoch,
+    train_all,
     windows_data,
     write_csv,
 )
@@ -57,6 +57,7 @@ CODE = (
     "models/data.py",
     "models/device.py",
     "models/distributed.py",
+    "models/evaluate.py",
     "models/rnn.py",
     "models/trainer.py",
     "pipeline/vectors.py",
@@ -116,8 +117,7 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
     trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment", log=log.info)
     log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, "
              f"{params.epochs} epochs")  # fmt: skip
-    while not trainer.done:
-        train_epoch(trainer, trainer.epoch + 1)
+    train_all({"": trainer})
     write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
     result: dict[str, Any] = {split: evaluate_split(trainer.task, split) for split in ("valid", "test")}
     result["model"] = {"cell": params.cell, "readout": params.readout, "hidden": params.hidden,

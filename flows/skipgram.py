@@ -30,7 +30,7 @@ from flows.common import (
     fingerprint,
     markdown_table,
     stage_main,
-    train_epoch,
+    train_all,
     windows_data,
     write_csv,
 )
@@ -57,6 +57,7 @@ CODE = (
     "models/data.py",
     "models/device.py",
     "models/distributed.py",
+    "models/evaluate.py",
     "models/rnn.py",
     "models/skipgram.py",
     "models/trainer.py",
@@ -134,8 +135,7 @@ def skipgram(params: SkipgramParams) -> dict[str, Any]:
                       params, CHECKPOINTS, fp, key="skipgram", log=log.info)  # fmt: skip
     log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.task.steps_per_pass} steps per pass, "
              f"{trainer.steps_per_epoch} per epoch, {params.epochs} epochs")  # fmt: skip
-    while not trainer.done:
-        train_epoch(trainer, trainer.epoch + 1)
+    train_all({"": trainer})
     export(trainer.task, vocab)
     write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
     result = report(trainer.task, vocab, params, trainer.history)

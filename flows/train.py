@@ -44,7 +44,8 @@ from flows.common import (
     markdown_table,
     stage_main,
     tokenizer_settings,
-    train_epoch,
+    train_all,
+    write_csv,
 )
 from models import ddp_train
 from models.checkpoint import FILE
@@ -52,7 +53,7 @@ from models.checkpoint import load as load_checkpoint
 from models.data import read_meta
 from models.lm import lm_trainer
 from pipeline import paths, stage
-from pipeline.io import atomic_open, sha256_file
+from pipeline.io import sha256_file
 from pipeline.errors import RnnlabError
 from pipeline.params import DistributedParams, Level, TrainParams, load_params
 from pipeline.vocab import Vocab
@@ -138,8 +139,7 @@ def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprin
         log=log.info,
     )
     log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs")
-    while not trainer.done:
-        train_epoch(trainer, trainer.epoch + 1)
+    train_all({"": trainer})
     return {"checkpoint": str(trainer.path), "sha256": trainer.sha256, "fingerprint": fingerprint,
             "history": trainer.history}  # fmt: skip
 
@@ -197,11 +197,7 @@ def intact(record: dict[str, Any], level: str) -> bool:
 
 @task(name="write-history", cache_policy=NO_CACHE)
 def write_history(level: Level, record: dict[str, Any]) -> None:
-    with atomic_open(history(level), "w", encoding="utf-8", newline="") as f:
-        f.write(",".join(HISTORY_COLUMNS) + "\n")
-        for row in record["history"]:  # repr: floats round-trip exactly
-            f.write(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in HISTORY_COLUMNS))
-            f.write("\n")
+    write_csv(history(level), record["history"], HISTORY_COLUMNS)
     create_markdown_artifact(
         key=f"{level}-training",
         markdown=f"# Training, {level} level\n\n" + markdown_table(record["history"], HISTORY_COLUMNS),

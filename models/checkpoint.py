@@ -77,6 +77,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str
     return obj
 
 
+def vocab_ref(vocab: Vocab, path: str | Path) -> dict[str, Any]:
+    """What a checkpoint records of its vocabulary (``load_vocab`` reads it back): path, sha256, size."""
+    return {"path": str(path), "sha256": vocab.sha256, "size": len(vocab)}
+
+
 def load_vocab(ckpt: dict[str, Any], path: str | Path | None = None) -> Vocab:
     """The vocabulary a checkpoint was trained with (its recorded path, or ``path``), checked by sha256."""
     ref = ckpt["vocab"]

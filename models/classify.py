@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from models import cells
 from models import checkpoint as ckpt
 from models.config import ModelConfigError
-from models.data import open_array, permutation, read_meta
+from models.data import open_array, read_meta, shuffled_rows
+from models.evaluate import eval_mode
 from models.rnn import CELLS
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import SentimentParams
@@ -199,9 +200,10 @@ class SentimentTask:
         if len(self.names) < 2:
             raise DataError(f"{self.data_dir}/meta.json: labels {self.names}; a classifier needs at least two classes "
                             "(a labelled source such as IMDB, windows with 'padded' in modes)")  # fmt: skip
-        self.vocab_ref = {"path": str(vocab_path), "sha256": vocab.sha256, "size": len(vocab)}
+        self.vocab_ref = ckpt.vocab_ref(vocab, vocab_path)
         self.tokenizer = tokenizer
         self.train = LabelledRows(self.data_dir / "train", self.names)
+        self._splits: dict[str, LabelledRows] = {"train": self.train}  # opened once, validated every epoch
         self.cfg = ClassifierConfig(len(vocab), len(self.names), p.cell, p.emb_dim, p.hidden, p.layers, p.dropout,
                                     p.readout)  # fmt: skip
         try:
@@ -218,9 +220,7 @@ class SentimentTask:
         self.steps_per_pass = math.ceil(len(self.train) / p.batch_size)
 
     def rows(self, step: int) -> np.ndarray:
-        order = permutation(self.p.seed, step // self.steps_per_pass, len(self.train))
-        k = step % self.steps_per_pass
-        return np.sort(order[k * self.p.batch_size : (k + 1) * self.p.batch_size])
+        return shuffled_rows(self.p.seed, step, self.steps_per_pass, len(self.train), self.p.batch_size)
 
     def train_loss(self, model: nn.Module, step: int) -> tuple[Tensor, int]:
         x, lengths, y = self.train.batch(self.rows(step), self.device)
@@ -229,19 +229,17 @@ class SentimentTask:
     @torch.no_grad()
     def predict(self, split: str) -> tuple[np.ndarray, np.ndarray, float]:
         """(true labels, predicted labels, summed loss) over a split, in row order."""
-        data = self.train if split == "train" else LabelledRows(self.data_dir / split, self.names)
-        was = self.model.training
-        self.model.eval()
+        if split not in self._splits:
+            self._splits[split] = LabelledRows(self.data_dir / split, self.names)
+        data = self._splits[split]
         preds, loss = [], 0.0
-        try:
+        with eval_mode(self.model):
             for start in range(0, len(data), self.p.eval_batch_size):
                 rows = np.arange(start, min(start + self.p.eval_batch_size, len(data)))
                 x, lengths, y = data.batch(rows, self.device)
                 logits = self.model(x, lengths).float()
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
                 preds.append(logits.argmax(-1).cpu().numpy())
-        finally:
-            self.model.train(was)
         return data.labels, np.concatenate(preds), loss
 
     def evaluate(self, split: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ Every array is converted to int64 one batch at a time; no per-token Python.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from pipeline.errors import DataError
+from pipeline.params import WindowsParams
 from pipeline.vocab import EOS, Vocab
 
 IGNORE = -100  # target id that F.cross_entropy(ignore_index=IGNORE) skips: padding, warm-up context
@@ -53,6 +55,12 @@ def read_meta(data_dir: Path, vocab: Vocab) -> dict[str, Any]:
     if meta["vocab_sha256"] != vocab.sha256:
         raise DataError(f"{path}: encoded with another vocabulary than {vocab.level}'s; rerun `dvc repro`")
     return meta
+
+
+def eval_window(meta: dict[str, Any]) -> tuple[int, int]:
+    """(length, stride) of the windows a meta.json's dataset was cut with: held-out windows are scored alike."""
+    cfg = WindowsParams.model_validate(meta["params"])
+    return cfg.length, cfg.effective_stride
 
 
 def open_array(folder: Path, name: str) -> np.ndarray:
@@ -88,9 +96,22 @@ def empty_batch() -> Batch:
     return Batch(torch.zeros(1, 1, dtype=torch.int64), torch.full((1, 1), IGNORE, dtype=torch.int64), 0, True)
 
 
+@functools.lru_cache(maxsize=2)
 def permutation(seed: int, epoch_pass: int, n: int) -> np.ndarray:
-    """The row order of one pass: depends on (seed, pass) only, never on RNG history."""
-    return np.random.default_rng([seed, epoch_pass]).permutation(n)
+    """The row order of one pass: depends on (seed, pass) only, never on RNG history.
+
+    Cached (read-only): every step of a pass slices the same order, and drawing it is O(n).
+    """
+    order = np.random.default_rng([seed, epoch_pass]).permutation(n)
+    order.flags.writeable = False
+    return order
+
+
+def shuffled_rows(seed: int, step: int, steps_per_pass: int, n: int, batch_size: int) -> np.ndarray:
+    """The rows of step ``step``: its slice of the pass's order, sorted so reads are sequential."""
+    order = permutation(seed, step // steps_per_pass, n)
+    k = step % steps_per_pass
+    return np.sort(order[k * batch_size : (k + 1) * batch_size])
 
 
 class StreamBatches:
@@ -138,9 +159,7 @@ class WindowBatches:
 
     def rows(self, step: int) -> np.ndarray:
         """This rank's rows of step ``step``: its block of the single-process batch's sorted rows."""
-        order = permutation(self.seed, step // self.steps_per_pass, len(self.windows))
-        k = step % self.steps_per_pass
-        rows = np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])  # sorted: sequential reads
+        rows = shuffled_rows(self.seed, step, self.steps_per_pass, len(self.windows), self.batch_size)
         lo, hi = block(len(rows), self.rank, self.world)
         return rows[lo:hi]
 
@@ -176,9 +195,7 @@ class PaddedBatches:
         self.steps_per_pass = math.ceil(len(self.padded) / batch_size)
 
     def batch(self, step: int) -> Batch:
-        order = permutation(self.seed, step // self.steps_per_pass, len(self.padded))
-        k = step % self.steps_per_pass
-        rows = np.sort(order[k * self.batch_size : (k + 1) * self.batch_size])
+        rows = shuffled_rows(self.seed, step, self.steps_per_pass, len(self.padded), self.batch_size)
         lo, hi = block(len(rows), self.rank, self.world)  # ranks' token counts differ: the Trainer all-reduces them
         rows = rows[lo:hi]
         if len(rows) == 0:

@@ -9,8 +9,10 @@ the grammar corpus the token count equals the oracle's and the gap is fair.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,20 +20,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.data import IGNORE, Batch
+from models.data import IGNORE, Batch, eval_batches, eval_window
 from models.device import autocast
 from models.rnn import detach
 
 
-def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+def lm_loss(logits: Tensor, targets: Tensor, reduction: str = "sum") -> Tensor:
     """Summed cross-entropy (nats, fp32) over targets that are not IGNORE.
 
     logits (T, B, V), targets (T, B). Positions marked IGNORE contribute neither
     loss nor gradient, whatever their logits: divide by the real-token count.
+    ``reduction="none"`` gives the (T * B,) per-position losses instead (0 at IGNORE).
     """
     return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE, reduction=reduction
     )
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` for the block, then back to the mode it was in, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -48,11 +62,9 @@ class Scores:
 @torch.no_grad()
 def score(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> Scores:
     """Sum loss and top-1 hits over batches; the state carries between batches unless one is ``fresh``."""
-    was_training = model.training
-    model.eval()
     out = Scores()
     state = None
-    try:
+    with eval_mode(model):
         for b in batches:
             inputs, targets = b.inputs.to(device), b.targets.to(device)
             with autocast(device):
@@ -61,9 +73,14 @@ def score(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> S
             out.nats += lm_loss(logits, targets).item()
             out.correct += int(((logits.argmax(-1) == targets) & (targets != IGNORE)).sum())
             out.tokens += b.tokens
-    finally:
-        model.train(was_training)
     return out
+
+
+def score_split(model: nn.Module, mode: str, windows: Path, meta: dict[str, Any], split: str, batch_size: int,
+                device: torch.device) -> Scores:  # fmt: skip
+    """Score ``split`` of a windows dataset (``meta``: its meta.json) in ``mode``, every target once."""
+    window, stride = eval_window(meta)
+    return score(model, eval_batches(mode, Path(windows) / split, batch_size, window, stride), device)
 
 
 def metrics(s: Scores, level: str, oracle: dict[str, Any] | None = None) -> dict[str, Any]:

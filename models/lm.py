@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from models import checkpoint as ckpt
 from models import distributed
 from models.config import ModelConfig, ModelConfigError
-from models.data import block, eval_batches, read_meta, train_batches
-from models.evaluate import lm_loss, score
+from models.data import block, read_meta, train_batches
+from models.evaluate import lm_loss, score_split
 from models.rnn import build_model, detach, state_from_list, state_to_list
 from models.trainer import Trainer
 from pipeline.errors import ParamsError
@@ -51,7 +51,7 @@ class LanguageModelTask:
         self.p, self.device = params, device
         self.data_dir = Path(data_dir)
         self.meta = read_meta(self.data_dir, vocab)
-        self.vocab_ref = {"path": str(vocab_path), "sha256": vocab.sha256, "size": len(vocab)}
+        self.vocab_ref = ckpt.vocab_ref(vocab, vocab_path)
         self.tokenizer = tokenizer  # stored with the model, so sampling needs no params file
         self.eval_batch_size = eval_batch_size
         self.cfg = ModelConfig.from_params(params, len(vocab))
@@ -82,10 +82,8 @@ class LanguageModelTask:
         return lm_loss(logits, targets), batch.tokens
 
     def validate(self) -> dict[str, float]:
-        window = self.meta["params"]["length"]
-        stride = self.meta["params"]["stride"] or max(1, window // 2)
-        batches = eval_batches(self.p.mode, self.data_dir / "valid", self.eval_batch_size, window, stride)
-        loss = score(self.model, batches, self.device).loss
+        loss = score_split(self.model, self.p.mode, self.data_dir, self.meta, "valid", self.eval_batch_size,
+                           self.device).loss  # fmt: skip
         return {"loss": loss, "perplexity": math.exp(loss)}
 
     def state_dict(self) -> dict[str, Any]:

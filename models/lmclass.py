@@ -21,35 +21,30 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.data import IGNORE, padded_batch
 from models.device import autocast
+from models.evaluate import eval_mode, lm_loss
 
 
 @torch.no_grad()
 def document_logprobs(model: nn.Module, padded: np.ndarray, lengths: np.ndarray, device: torch.device,
                       batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Total log-probability (nats, ≤ 0) and scored tokens of each padded row: two (R,) arrays."""
-    was = model.training
-    model.eval()
     total = np.zeros(len(padded))
     tokens = np.zeros(len(padded), np.int64)
-    try:
+    with eval_mode(model):
         for start in range(0, len(padded), batch_size):
             rows = slice(start, start + batch_size)
             b = padded_batch(np.asarray(padded[rows]), np.asarray(lengths[rows]))
             inputs, targets = b.inputs.to(device), b.targets.to(device)  # (T, B)
             with autocast(device):
                 logits, _ = model(inputs)  # (T, B, V), from a zero state
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                  ignore_index=IGNORE, reduction="none").view(targets.shape)  # fmt: skip
+            nll = lm_loss(logits, targets, reduction="none").view(targets.shape)  # (T, B), 0 at IGNORE
             stop = start + targets.size(1)
             total[start:stop] = -nll.sum(0).double().cpu().numpy()
             tokens[start:stop] = (targets != IGNORE).sum(0).cpu().numpy()
-    finally:
-        model.train(was)
     return total, tokens
 
 

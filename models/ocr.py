@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models import checkpoint as ckpt
-from models.data import IGNORE, permutation
-from models.evaluate import lm_loss
+from models.data import IGNORE, shuffled_rows
+from models.evaluate import eval_mode, lm_loss
 from pipeline.ocr_data import OcrSplit, alphabet, load_split
 from pipeline.params import OcrTaskParams
 from pipeline.sources.ocr import PIXELS
@@ -119,9 +119,7 @@ class OcrTask:
         return self._splits[name]
 
     def train_loss(self, model: nn.Module, step: int) -> tuple[Tensor, int]:
-        order = permutation(self.p.seed, step // self.steps_per_pass, len(self.train))
-        k = step % self.steps_per_pass
-        rows = np.sort(order[k * self.p.batch_size : (k + 1) * self.p.batch_size])
+        rows = shuffled_rows(self.p.seed, step, self.steps_per_pass, len(self.train), self.p.batch_size)
         x, y, lengths = self.train.batch(rows, self.device)
         return lm_loss(model(x, lengths), y), int(lengths.sum())
 
@@ -129,10 +127,8 @@ class OcrTask:
     def evaluate(self, name: str) -> dict[str, Any]:
         """Loss (nats/letter), per-letter error and per-word error (any letter wrong) on a split."""
         data = self.split(name)
-        was = self.model.training
-        self.model.eval()
         nats, wrong, letters, words_wrong = 0.0, 0, 0, 0
-        try:
+        with eval_mode(self.model):
             for start in range(0, len(data), self.p.eval_batch_size):
                 rows = np.arange(start, min(start + self.p.eval_batch_size, len(data)))
                 x, y, lengths = data.batch(rows, self.device)
@@ -142,8 +138,6 @@ class OcrTask:
                 wrong += int(miss.sum())
                 words_wrong += int(miss.any(0).sum())
                 letters += int(lengths.sum())
-        finally:
-            self.model.train(was)
         return {"loss": nats / letters, "letter_error": wrong / letters, "word_error": words_wrong / len(data),
                 "letters": letters, "words": len(data)}  # fmt: skip
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from models import checkpoint as ckpt
 from models.data import open_array, read_meta
+from models.evaluate import eval_mode
 from pipeline.errors import DataError
 from pipeline.pairs import PassPlan, clip_ids, keep_probabilities, noise_distribution, stream_counts
 from pipeline.params import SPECIALS, SkipgramParams
@@ -95,7 +96,7 @@ class SkipgramTask:
         self.p, self.device, self.vocab = p, device, vocab
         self.data_dir = Path(data_dir)
         read_meta(self.data_dir, vocab)  # the windows were encoded with this vocabulary
-        self.vocab_ref = {"path": str(vocab_path), "sha256": vocab.sha256, "size": len(vocab)}
+        self.vocab_ref = ckpt.vocab_ref(vocab, vocab_path)
         V = min(p.vocab_size, len(vocab))
         self.cfg = SkipgramConfig(V, p.emb_dim, p.loss)
         self.train_ids = clip_ids(open_array(self.data_dir / "train", "stream.npy"), V)  # (T,) int64
@@ -155,14 +156,12 @@ class SkipgramTask:
         n = min(self.p.valid_pairs, self.valid.total)
         if n == 0:
             raise DataError(f"{self.data_dir}/valid: no skip-gram pairs; the valid split needs documents of 2+ words")
-        was = self.model.training
-        self.model.eval()
         total = 0.0
-        for i, start in enumerate(range(0, n, self.p.batch_size)):
-            c, o = self.valid.span(start, min(start + self.p.batch_size, n))
-            c_t, o_t = torch.from_numpy(c).to(self.device), torch.from_numpy(o).to(self.device)
-            total += float(self.model(c_t, o_t, self.noise(VALID_STREAM, i), self.log_kq))
-        self.model.train(was)
+        with eval_mode(self.model):
+            for i, start in enumerate(range(0, n, self.p.batch_size)):
+                c, o = self.valid.span(start, min(start + self.p.batch_size, n))
+                c_t, o_t = torch.from_numpy(c).to(self.device), torch.from_numpy(o).to(self.device)
+                total += float(self.model(c_t, o_t, self.noise(VALID_STREAM, i), self.log_kq))
         return {"loss": total / n}
 
     def state_dict(self) -> dict[str, Any]:

@@ -60,16 +60,33 @@ def write_documents(batches: Iterable[pa.Table], folder: Path, describe: str) ->
                 writer = ShardWriter(tmp, docs.schema_for(table), DOCS_PER_SHARD)
             writer.write(table)
             _accumulate(stats, table)
-        if writer is None:
-            raise DataError(f"corpus: {describe} produced no documents; check its path and settings in params.yaml")
-        writer.close()
-        missing = [s for s in SPLITS if s not in stats]
-        if missing:  # checked before the folder is published, so no half-usable table is left behind
-            raise DataError(
-                f"corpus: {describe} produced no documents for split(s) {', '.join(missing)}; "
-                "give those splits their own files or a holdout fraction in params.yaml"
-            )
+        if writer is not None:
+            writer.close()
+        check_splits(stats, describe)  # before the folder is published: no half-usable table is left behind
     return stats
+
+
+def check_splits(stats: dict[str, dict[str, Any]], describe: str) -> None:
+    """Fail unless every split has documents, naming the source and the fix."""
+    if not stats:
+        raise DataError(f"corpus: {describe} produced no documents; check its path and settings in params.yaml")
+    missing = [s for s in SPLITS if s not in stats]
+    if missing:
+        raise DataError(
+            f"corpus: {describe} produced no documents for split(s) {', '.join(missing)}; "
+            "give those splits their own files or a holdout fraction in params.yaml"
+        )
+
+
+def split_metrics(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Documents and characters per split, as the metrics files record them."""
+    return {k: {"docs": v["docs"], "chars": v["chars"]} for k, v in sorted(stats.items())}
+
+
+def write_metrics(stats: dict[str, dict[str, Any]], source: str, root: Path = Path(".")) -> None:
+    """The corpus stage's oracle.json and metrics under ``root``."""
+    write_json(root / paths.ORACLE, oracle(stats, source))
+    write_json(root / paths.CORPUS_METRICS, {"source": source, "splits": split_metrics(stats)})
 
 
 def _accumulate(stats: dict[str, dict[str, Any]], table: pa.Table) -> None:
@@ -115,11 +132,7 @@ def run(params_file: str) -> None:
     source = read_params(params_file).corpus.source
     cfg = load_params(spec(source).params, params_file)
     stats = write_documents(reader(source)(cfg[f"corpus.{source}"]), paths.DOCS, f"source {source!r}")
-    write_json(paths.ORACLE, oracle(stats, source))
-    write_json(
-        paths.CORPUS_METRICS,
-        {"source": source, "splits": {k: {"docs": v["docs"], "chars": v["chars"]} for k, v in sorted(stats.items())}},
-    )
+    write_metrics(stats, source)
 
 
 def main(argv: list[str] | None = None) -> int:

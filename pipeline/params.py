@@ -18,12 +18,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline import paths
 from pipeline.errors import ParamsError
+
+
+def _cell_name(v: str) -> str:
+    # The factory (models/rnn.py) knows the cells; here only the shape, since pipeline/ has no torch.
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+        raise ValueError(f"must be a cell name such as 'lstm' or 'gru', got {v!r}")
+    return v
+
+
+CellName = Annotated[str, AfterValidator(_cell_name)]
 
 PARAMS_FILE = Path("params.yaml")
 LEVELS = ("word", "char")
@@ -78,7 +89,7 @@ class DownloadParams(Section):
     url: str  # http(s):// URL, file:// URL or local path (local files are read in place)
     sha256: str | None = None  # verify the file when given
     size: int | None = Field(None, ge=0)  # bytes; verify when given
-    cache_dir: str = "data/cache"  # pipeline.paths.DOWNLOADS: not a DVC output, survives reruns
+    cache_dir: str = str(paths.DOWNLOADS)  # not a DVC output: downloads survive reruns
     retries: int = Field(5, ge=0)  # attempts without progress, with exponential backoff
     timeout: float = Field(30.0, gt=0)  # seconds to connect and per read
 
@@ -113,7 +124,7 @@ class ArxivParams(Section):
     delay: float = Field(3.0, ge=0.0)  # seconds between requests, as arXiv's terms ask
     page_retries: int = Field(3, ge=0)  # refetch an empty or short page this many times
     text: Literal["abstract", "title_abstract"] = "abstract"  # what the LM reads
-    cache_dir: str = "data/cache"  # every page is kept here: a rerun never refetches
+    cache_dir: str = str(paths.DOWNLOADS)  # every page is kept here: a rerun never refetches
     retries: int = Field(5, ge=0)
     timeout: float = Field(30.0, gt=0)
     holdout: float = Field(0.05, ge=0.0, lt=0.5)  # fraction each for valid and test
@@ -259,7 +270,7 @@ class PreprocessParams(Section):
     # about this many compressed MB, one task each: ~600 tasks for a 20 GB dump.
     range_mb: float = Field(32.0, gt=0)
     retries: int = Field(2, ge=0)  # Prefect retries of a failed task (Dask reruns one whose worker died)
-    work_dir: str = "data/cache/preprocess"  # per-piece shards and manifests: a rerun reuses finished pieces
+    work_dir: str = str(paths.DOWNLOADS / "preprocess")  # per-piece shards and manifests: a rerun reuses finished pieces
 
 
 # --- train / evaluate / sample: the language models (models/, flows/) ---------------------
@@ -298,7 +309,7 @@ class TrainParams(LoopParams):
     """One level's recurrent language model and its training loop. Flat, so that
     ``dvc exp run -S train.word.lr=0.01`` works; models.config explains the defaults."""
 
-    cell: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru, or a variant: lstm_peephole | lstm_cifg | lstm_ln | gru_ln
+    cell: CellName = "lstm"  # rnn_tanh | rnn_relu | lstm | gru, or a variant: lstm_peephole | lstm_cifg | lstm_ln | gru_ln
     emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), seed 000's rule
     hidden: int = Field(200, ge=1)
     layers: int = Field(2, ge=1)
@@ -308,13 +319,6 @@ class TrainParams(LoopParams):
     batch_size: int = Field(32, ge=1)
     bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
     distributed: DistributedParams = DistributedParams()  # `-S train.word.distributed.nproc=2`
-
-    @field_validator("cell")
-    @classmethod
-    def _cell_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
-            raise ValueError(f"must be a cell name such as 'lstm' or 'gru', got {v!r}")
-        return v
 
 
 class TrainLevels(Section):
@@ -516,7 +520,7 @@ class SentimentParams(LoopParams):
     The defaults are seed 001's: GRU 300, RMSProp 0.002, batch 20.
     """
 
-    cell: str = "gru"  # gru | lstm, or a variant of models/cells.py
+    cell: CellName = "gru"  # gru | lstm, or a variant of models/cells.py
     emb_dim: int = Field(300, ge=1)  # must equal the width of `embeddings` when given
     hidden: int = Field(300, ge=1)
     layers: int = Field(1, ge=1)
@@ -528,13 +532,6 @@ class SentimentParams(LoopParams):
     eval_batch_size: int = Field(100, ge=1)
     optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "rmsprop"
     lr: float = Field(0.002, gt=0.0)
-
-    @field_validator("cell")
-    @classmethod
-    def _cell_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
-            raise ValueError(f"must be a cell name such as 'gru' or 'lstm', got {v!r}")
-        return v
 
 
 class LmclassParams(Section):

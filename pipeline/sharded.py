@@ -53,11 +53,10 @@ import pyarrow.parquet as pq
 
 from pipeline import corpus, docs, paths, stage
 from pipeline.download import fetch
-from pipeline.errors import DataError, ParamsError
+from pipeline.errors import ParamsError
 from pipeline.io import atomic_dir, read_json, sha256_file, write_json
 from pipeline.params import (
     LEVELS,
-    SPLITS,
     Params,
     PreprocessParams,
     TextParams,
@@ -70,7 +69,7 @@ from pipeline.shards import COMPRESSION, ShardWriter
 from pipeline.sources import text as text_source
 from pipeline.sources import wikipedia as wiki
 from pipeline.tokenize import BATCH_ROWS, TOKENS_SCHEMA, tokenizer_for
-from pipeline.vocab import build_vocab, oov_metrics
+from pipeline.vocab import write_vocab
 
 PIECE_WIDTH = 6  # part-000123-…: names sort in corpus order up to a million pieces
 COUNTS_SCHEMA = pa.schema([("split", pa.string()), ("token", pa.string()), ("count", pa.int64())])
@@ -351,10 +350,7 @@ def _documents(piece: Piece, offset: int, job: Job) -> Iterator[pa.Table]:
             # As pipeline.sources.text.read: a hash of (seed, train document number); train files
             # come first, so that number is the doc id.
             p = job.source_params
-            u = text_source.holdout_draw(p.seed, ids)
-            split = np.full(len(ids), "train", dtype=object)
-            for k, name in enumerate(job.carve):
-                split[(u >= k * p.holdout) & (u < (k + 1) * p.holdout)] = name
+            split = text_source.holdout_splits(p.seed, ids, p.holdout, job.carve)
             table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(split, pa.string()))
         yield table.add_column(0, "doc_id", pa.array(ids))
 
@@ -469,34 +465,19 @@ def publish(pieces: Sequence[Piece], manifests: Sequence[dict[str, Any]], job: J
     """Write the corpus, tokenize and vocab stages' outputs from the tokenized pieces; return a summary."""
     describe = f"source {job.source!r}"
     stats = corpus_stats(manifests)
-    if not stats:
-        raise DataError(f"corpus: {describe} produced no documents; check its path and settings in params.yaml")
-    missing = [s for s in SPLITS if s not in stats]
-    if missing:  # checked before anything is published, as the corpus stage does
-        raise DataError(
-            f"corpus: {describe} produced no documents for split(s) {', '.join(missing)}; "
-            "give those splits their own files or a holdout fraction in params.yaml"
-        )
+    corpus.check_splits(stats, describe)  # before anything is published, as the corpus stage does
     folders = [job.work / "tokenize" / p.label for p in pieces]
     root = job.root
     _link_into(root / paths.DOCS, [f for d in folders for f in sorted((d / "docs").glob("*.parquet"))])
-    write_json(root / paths.ORACLE, corpus.oracle(stats, job.source))
-    write_json(root / paths.CORPUS_METRICS, {"source": job.source, "splits": {
-        k: {"docs": v["docs"], "chars": v["chars"]} for k, v in sorted(stats.items())}})  # fmt: skip
+    corpus.write_metrics(stats, job.source, root)
+    docs_per_split = {s: v["docs"] for s, v in stats.items()}
     sizes = {}
     for level in LEVELS:
         _link_into(root / paths.tokens(level), [f for d in folders for f in sorted((d / "tokens" / level).glob("*"))])
         merged = merge_counts(pq.read_table(d / f"counts-{level}.parquet") for d in folders)
         # Every split with documents, as pipeline.vocab counts them (a split may have no tokens).
         by_split = {s: merged.filter(pc.equal(merged["split"], s)).select(["token", "count"]) for s in sorted(stats)}
-        docs_per_split = {s: v["docs"] for s, v in stats.items()}
-        if "train" not in by_split:
-            raise DataError(f"{root / paths.tokens(level)}: no train documents; the vocabulary is built from train")
-        cfg = getattr(job.vocab, level)
-        vocab = build_vocab(level, by_split["train"], cfg.max_size, cfg.min_count, docs_per_split["train"])
-        vocab.save(root / paths.vocab(level))
-        write_json(root / paths.vocab_metrics(level), oov_metrics(vocab, by_split, docs_per_split))
-        sizes[level] = len(vocab)
+        sizes[level] = len(write_vocab(level, by_split, docs_per_split, getattr(job.vocab, level), root))
     return {"pieces": len(pieces), "docs": {k: v["docs"] for k, v in sorted(stats.items())}, "vocab": sizes}
 
 

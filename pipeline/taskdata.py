@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import windows
-from pipeline.corpus import write_documents
+from pipeline.corpus import split_metrics, write_documents
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir
 from pipeline.params import SPLITS, VocabLevelParams, WindowsParams, WordTokenizeParams
@@ -52,7 +52,7 @@ def build_text_dataset(
     v.save(where.vocab)
     meta = windows.build(level, windows_cfg, where.tokens, v, where.windows)
     return {
-        "splits": {k: {"docs": s["docs"], "chars": s["chars"]} for k, s in sorted(stats.items())},
+        "splits": split_metrics(stats),
         "labels": label_counts(where.tokens),
         "vocab": oov_metrics(v, counts, docs),
         "windows": windows.stats(meta),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA = Path("data")
+from pipeline.paths import DATA
 
 
 @dataclass(frozen=True)

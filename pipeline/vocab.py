@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from pipeline import paths, stage
 from pipeline.errors import DataError
 from pipeline.io import write_json
-from pipeline.params import SPECIALS, load_params
+from pipeline.params import SPECIALS, VocabLevelParams, load_params
 from pipeline.shards import iter_batches
 
 PAD, UNK, EOS = 0, 1, 2
@@ -169,12 +169,19 @@ def spec(level: str) -> stage.StageSpec:
     )
 
 
+def write_vocab(
+    level: str, counts: dict[str, pa.Table], docs: dict[str, int], cfg: VocabLevelParams, root: Path = Path(".")
+) -> Vocab:
+    """Build ``level``'s vocabulary from per-split counts; write it and its OOV metrics under ``root``."""
+    vocab = build_vocab(level, counts["train"], cfg.max_size, cfg.min_count, docs["train"])
+    vocab.save(root / paths.vocab(level))
+    write_json(root / paths.vocab_metrics(level), oov_metrics(vocab, counts, docs))
+    return vocab
+
+
 def run(level: str, params_file: str) -> None:
     cfg = load_params(spec(level).params, params_file)[f"vocab.{level}"]
-    counts, docs = count_tokens(paths.tokens(level))
-    vocab = build_vocab(level, counts["train"], cfg.max_size, cfg.min_count, docs["train"])
-    vocab.save(paths.vocab(level))
-    write_json(paths.vocab_metrics(level), oov_metrics(vocab, counts, docs))
+    write_vocab(level, *count_tokens(paths.tokens(level)), cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SHARED_DATA, SMALL_CORPUS, write_params
+from tests.support import SHARED_DATA, SMALL_CORPUS, run_data_stages, write_params
 
 
 @pytest.fixture(scope="session")
@@ -49,17 +48,9 @@ def lm_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Read only: tests that write use ``lm_workdir``, a copy.
     """
-    from pipeline import corpus, tokenize, vocab, windows
-
     root = tmp_path_factory.mktemp("lm-data")
     write_params(root / "params.yaml", LM_PARAMS)
-    with contextlib.chdir(root):
-        corpus.run("params.yaml")
-        for level in ("word", "char"):
-            tokenize.run(level, "params.yaml", 1)
-            vocab.run(level, "params.yaml")
-            windows.run(level, "params.yaml")
-    return root
+    return run_data_stages(root)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ under ``tmp_path`` holding the project's files, and every command runs there.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -93,3 +94,19 @@ def write_params(path: Path, overrides: dict[str, Any], base: dict[str, Any] | N
 
 # A small grammar corpus: the real defaults with fewer documents.
 SMALL_CORPUS = {"corpus": {"source": "grammar", "grammar": {"train_docs": 400, "valid_docs": 60, "test_docs": 60}}}
+
+
+def run_data_stages(root: Path, *, windows: bool = True) -> Path:
+    """Run the spine's stages in ``root`` (its params.yaml), in process: corpus, then per level
+    tokenize (one thread), vocab and, with ``windows``, windows. Returns ``root``."""
+    from pipeline import corpus, tokenize, vocab
+    from pipeline import windows as windows_stage
+
+    with contextlib.chdir(root):
+        corpus.run("params.yaml")
+        for level in ("word", "char"):
+            tokenize.run(level, "params.yaml", 1)
+            vocab.run(level, "params.yaml")
+            if windows:
+                windows_stage.run(level, "params.yaml")
+    return root

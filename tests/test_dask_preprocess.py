@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import corpus, sharded, tokenize, vocab, windows
+from pipeline import sharded, windows
 from pipeline.errors import ParamsError
-from tests.support import copy_repo, run, tool_env, write_params
+from tests.support import copy_repo, run, run_data_stages, tool_env, write_params
 from tests.wikidump import build_multistream
 
 ENWIKI = "wikipedia-xml/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -91,12 +91,7 @@ def cluster() -> Iterator[str]:
 
 
 def test_serial_output_equals_the_dvc_stages(serial: Path, dump: tuple[Path, Path], tmp_path: Path) -> None:
-    stages = _params(tmp_path / "stages", dump)
-    with contextlib.chdir(stages):
-        corpus.run("params.yaml")
-        for level in ("word", "char"):
-            tokenize.run(level, "params.yaml", 1)
-            vocab.run(level, "params.yaml")
+    stages = run_data_stages(_params(tmp_path / "stages", dump), windows=False)
     mine = shutil.copytree(serial, tmp_path / "serial")  # the fixture stays as it is for the other tests
     for root in (stages, mine):
         with contextlib.chdir(root):
@@ -128,10 +123,7 @@ def test_a_folder_of_text_files_gives_the_text_source_rows(tmp_path: Path) -> No
         write_params(root / "params.yaml", over)
         with contextlib.chdir(root):
             if name == "stages":
-                corpus.run("params.yaml")
-                for level in ("word", "char"):
-                    tokenize.run(level, "params.yaml", 1)
-                    vocab.run(level, "params.yaml")
+                run_data_stages(root, windows=False)
             else:
                 job, prep = sharded.make_job("params.yaml")
                 assert len(sharded.plan(job, prep.range_mb)) == 5  # one piece per file

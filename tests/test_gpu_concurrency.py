@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows import train
+from flows import common, train
 from tests.support import VENV_BIN, tool_env
 
 # A flow whose one task holds the `gpu` tag for `seconds`: the smallest stand-in for a training.
@@ -53,7 +53,7 @@ HOLD_SECONDS = 3.0
 
 def test_the_training_task_carries_the_gpu_tag() -> None:
     assert "gpu" in train.fit.tags
-    assert "gpu" not in train.train_epoch.tags  # nested in fit: tagged, it would wait on its own parent
+    assert "gpu" not in common.train_epoch.tags  # nested in fit: tagged, it would wait on its own parent
 
 
 @pytest.fixture

@@ -3,16 +3,14 @@ from ../shared/data), through the real data stages; a few training steps must lo
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
 
 from models.lm import lm_trainer
-from pipeline import corpus, tokenize, vocab, windows
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
-from tests.support import write_params
+from tests.support import run_data_stages, write_params
 
 TRAIN = {
     "word": TrainParams(cell="lstm", emb_dim=32, hidden=64, layers=1, batch_size=16, bptt=35, lr=0.01,
@@ -32,13 +30,7 @@ def wikitext(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         "vocab": {"word": {"max_size": 2000}},  # a small softmax keeps the test fast; the rest is <unk>
         "windows": {"word": {"modes": ["stream"]}, "char": {"modes": ["stream"]}},
     })  # fmt: skip
-    with contextlib.chdir(root):
-        corpus.run("params.yaml")
-        for level in ("word", "char"):
-            tokenize.run(level, "params.yaml", 1)
-            vocab.run(level, "params.yaml")
-            windows.run(level, "params.yaml")
-    return root
+    return run_data_stages(root)
 
 
 @pytest.mark.parametrize("level", ["word", "char"])

@@ -55,7 +55,7 @@ from pipeline.download import request
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import atomic_open
 from pipeline.params import ArxivParams
-from pipeline.sources.text import holdout_draw
+from pipeline.sources.text import holdout_splits
 
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
@@ -265,7 +265,7 @@ def _fetch_page(client: _Client, start: int, total: int | None) -> Page:
 
 
 def _holdout_index(ids: list[str]) -> np.ndarray:
-    """A stable 64-bit number per paper id (its hash), for holdout_draw."""
+    """A stable 64-bit number per paper id (its hash), for holdout_splits."""
     return np.array(
         [int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(), "little") for i in ids],
         dtype=np.uint64,
@@ -274,10 +274,7 @@ def _holdout_index(ids: list[str]) -> np.ndarray:
 
 def papers_table(papers: list[Paper], params: ArxivParams) -> pa.Table:
     """A document-table batch of papers."""
-    u = holdout_draw(params.seed, _holdout_index([p.base_id for p in papers]))
-    split = np.full(len(papers), "train", dtype=object)
-    split[u < params.holdout] = "valid"
-    split[(u >= params.holdout) & (u < 2 * params.holdout)] = "test"
+    split = holdout_splits(params.seed, _holdout_index([p.base_id for p in papers]), params.holdout)
     if params.text == "title_abstract":
         texts = [f"{p.title}\n{p.abstract}" for p in papers]
     else:

@@ -11,7 +11,7 @@ the same on every machine and does not depend on how the files are batched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,18 @@ def holdout_draw(seed: int, index: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def holdout_splits(
+    seed: int, index: np.ndarray, holdout: float, names: Sequence[str] = ("valid", "test")
+) -> np.ndarray:
+    """The split of each document: ``names[k]`` where its draw falls in [k * holdout, (k + 1) * holdout),
+    else "train". Every source carves its held-out splits with this one rule."""
+    u = holdout_draw(seed, index)
+    split = np.full(len(u), "train", dtype=object)
+    for k, name in enumerate(names):
+        split[(u >= k * holdout) & (u < (k + 1) * holdout)] = name
+    return split
+
+
 def _table(split: np.ndarray | list[str], ids: list[str], texts: list[str]) -> pa.Table:
     return pa.table(
         {
@@ -121,10 +133,7 @@ def read(params: TextParams, batch: int = 10_000) -> Iterator[pa.Table]:
     carve = [s for s in ("valid", "test") if getattr(params, s) is None]
     seen = 0
     for ids, texts in _batches(iter_documents(Path(params.train), params), batch):
-        split = np.full(len(texts), "train", dtype=object)
-        u = holdout_draw(params.seed, np.arange(seen, seen + len(texts)))
-        for k, name in enumerate(carve):
-            split[(u >= k * params.holdout) & (u < (k + 1) * params.holdout)] = name
+        split = holdout_splits(params.seed, np.arange(seen, seen + len(texts)), params.holdout, carve)
         seen += len(texts)
         yield _table(split, ids, texts)
     for name in ("valid", "test"):

@@ -68,7 +68,7 @@ from lxml import etree
 from pipeline.download import fetch
 from pipeline.errors import DataError
 from pipeline.params import WikipediaParams
-from pipeline.sources.text import holdout_draw
+from pipeline.sources.text import holdout_splits
 
 BATCH = 1000  # articles per document-table batch
 READ_CHUNK = 1 << 20
@@ -693,10 +693,7 @@ def pages_in_range(
 def articles_table(articles: list[Article], holdout: float, seed: int) -> pa.Table:
     """A document-table batch: ``holdout`` each to valid and test, by a hash of (seed, page id)."""
     ids = np.array([a.page_id for a in articles], dtype=np.int64)
-    u = holdout_draw(seed, ids)
-    split = np.full(len(articles), "train", dtype=object)
-    split[u < holdout] = "valid"
-    split[(u >= holdout) & (u < 2 * holdout)] = "test"
+    split = holdout_splits(seed, ids, holdout)
     return pa.table(
         {
             "split": pa.array(split, pa.string()),
