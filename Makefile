@@ -1,4 +1,5 @@
-# make run   set up .venv and run the pipeline on the built-in default (dvc repro)
+# make run   set up .venv and run the pipeline on the built-in default (rnnlab repro: dvc repro with
+#            one Prefect server for the whole run, started and stopped here)
 # make test  set up .venv with the test extras and run every test
 # make bench run the benchmarks in bench/ and print their ratios
 # make server / make serve   a Prefect server, and scheduled retraining served to it (README "Teams")
@@ -9,14 +10,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-# Offline-safe settings (../shared/ENVIRONMENT.md): no analytics, Prefect state in the repo.
-export DVC_NO_ANALYTICS = 1
-export PREFECT_SERVER_ANALYTICS_ENABLED = false
-export PREFECT_HOME ?= $(CURDIR)/.prefect
-# dvc runs each stage's `python -m ...` through the shell: make it this venv's python.
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+# No settings are exported here: Prefect's live in prefect.toml and DVC's in .dvc/config, so that
+# `make run` and a plain `dvc repro` in the activated venv behave the same.
 
-.PHONY: run test test-fast bench clean server serve retrain remote-local push pull chromium preprocess
+.PHONY: run test test-fast bench clean server serve retrain remote-local push pull chromium preprocess gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +28,7 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
-	$(BIN)/dvc repro
+	$(BIN)/rnnlab repro
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/pytest
@@ -42,6 +39,7 @@ test-fast: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.tokenize
 	$(BIN)/python -m bench.wikipedia
+	$(BIN)/python -m bench.wikipedia --hostile
 	$(BIN)/python -m bench.train_throughput
 	$(BIN)/python -m bench.sample_speed
 	$(BIN)/python -m bench.cells
@@ -49,6 +47,18 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.skipgram
 	$(BIN)/python -m bench.preprocess
 	$(BIN)/python -m bench.ddp
+	$(BIN)/python -m bench.repro
+
+# The GPU path on a machine with CUDA (README "GPU check"): bench/gpu.py's table of checks, then the
+# gpu-marked tests. Both run; it fails if either does. Without a GPU: python -m bench.gpu --cpu.
+gpu-check: $(VENV)/.installed-test
+	@status=0; $(BIN)/python -m bench.gpu || status=$$?; $(BIN)/pytest -m gpu || status=1; exit $$status
+
+# The recipes (recipes/*.yaml) on WikiText-2, each against a reference given the same wall time
+# (README "Recipes"): about 13 minutes on 2 cores, so not part of `make bench`.
+.PHONY: bench-recipes
+bench-recipes: $(VENV)/.installed
+	$(BIN)/python -m bench.recipes
 
 # The corpus, tokenize and vocab stages' outputs, one Dask task per piece of a multistream
 # Wikipedia dump or per text file, recorded for `dvc repro` (README "Sharded preprocessing").
@@ -62,14 +72,14 @@ clean:
 
 PREFECT_PORT ?= 4200
 
-# A Prefect server and its UI on http://127.0.0.1:$(PREFECT_PORT) (state in $(PREFECT_HOME)).
+# A Prefect server and its UI on http://127.0.0.1:$(PREFECT_PORT), its UI pointed at that port's
+# API (state in .prefect/, prefect.toml): every run of `make run` is there.
 server: $(VENV)/.installed
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	$(BIN)/rnnlab server --port $(PREFECT_PORT)
 
 # Serve retraining on params.yaml's `schedule` to that server (another: make serve PREFECT_API_URL=...).
-serve: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 serve: $(VENV)/.installed
-	$(BIN)/python -m flows.serve
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/python -m flows.serve
 
 # One retraining run now: pull, repro, compare, promote if better, push.
 retrain: $(VENV)/.installed

@@ -3,6 +3,7 @@
     .venv/bin/python bench/wikipedia.py                 # the gensim enwiki fragment in ../shared/data
     .venv/bin/python bench/wikipedia.py --file dump.xml.bz2 --repeat 5
     .venv/bin/python bench/wikipedia.py --markup        # also: hand-written stripper vs mwparserfromhell
+    .venv/bin/python -m bench.wikipedia --hostile       # only: pathological pages vs the real fragment
 
 Every figure is MB of *decompressed XML* per second (best of ``--repeat`` runs),
 measured in this process, one after the other:
@@ -15,6 +16,12 @@ measured in this process, one after the other:
 The target is extractor / plain decode ≥ 0.8. The extractor overlaps decompression
 (another process or thread) with parsing and stripping (this thread), so on two
 free cores it is bound by whichever of the two is slower.
+
+``--hostile`` strips pathological pages of 50 KB, 500 KB and 5 MB (tests/hostile_wikitext.py:
+unclosed tags, templates and links, 10,000-deep nesting) and prints each one's MB/s as a
+ratio to ``strip_markup``'s MB/s on the real fragment's articles, all in this run, taking
+turns. The target is ≥ 0.3 for every page: a hostile page costs at most a few times what
+real text of its size costs, so no page can stall the corpus stage.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from pipeline.sources import wikipedia  # noqa: E402
+from pipeline.sources import wikipedia
+from tests.hostile_wikitext import KINDS
 
 DEFAULT = ROOT.parent / "shared" / "data" / "wikipedia-xml" / (
     "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -91,7 +99,8 @@ def cpu_seconds(path: Path, repeat: int) -> dict[str, float]:
     """CPU seconds (best of ``repeat``) of each stage alone: less sensitive to other load than wall time."""
     import io
 
-    xml = bz2.open(path, "rb").read()
+    with bz2.open(path, "rb") as f:
+        xml = f.read()
     out: dict[str, list[float]] = {"bz2 (python) decode": [], "bzip2 -dc decode": [], "parse + strip (no decode)": []}
     for _ in range(repeat):
         t0 = time.process_time()
@@ -109,9 +118,8 @@ def cpu_seconds(path: Path, repeat: int) -> dict[str, float]:
     return {k: min(v) for k, v in out.items() if v}
 
 
-def markup(path: Path, repeat: int) -> None:
-    """Hand-written stripper vs mwparserfromhell on the same kept pages: speed and leftovers."""
-    import mwparserfromhell
+def article_wikitext(path: Path) -> list[str]:
+    """The raw wikitext of the dump's articles (namespace 0, not redirects)."""
     from lxml import etree
 
     texts = []
@@ -120,6 +128,41 @@ def markup(path: Path, repeat: int) -> None:
             if el.findtext("{*}ns") == "0" and el.find("{*}redirect") is None:
                 texts.append(el.findtext("{*}revision/{*}text") or "")
             el.clear()
+    return texts
+
+
+def hostile(path: Path, repeat: int) -> float:
+    """Hostile pages' stripping speed as ratios to the real articles' in the same run; returns the worst."""
+    texts = article_wikitext(path)
+    real_mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    sizes = {"50 KB": 50_000, "500 KB": 500_000, "5 MB": 5_000_000}
+    pages = {(kind, label): make(size) for kind, make in KINDS.items() for label, size in sizes.items()}
+    candidates: dict[str, Callable[[], object]] = {"real": lambda: [wikipedia.strip_markup(t) for t in texts]}
+    for (kind, label), page in pages.items():
+        candidates[f"{kind} {label}"] = lambda page=page: wikipedia.strip_markup(page)
+    times = interleaved(repeat, candidates)  # taking turns: drift in the machine's load hits all alike
+    real = real_mb / min(times["real"])
+    print(f"\nhostile pages: strip_markup MB/s, best of {repeat} interleaved runs, as a ratio to the real fragment")
+    print(f"  real: {len(texts)} articles of {path.name}, {real_mb:.2f} MB: {real:.1f} MB/s")
+    print(f"  {'page':26s}" + "".join(f"{label:>16s}" for label in sizes))
+    worst = float("inf")
+    for kind in KINDS:
+        cells = []
+        for label in sizes:
+            page = pages[(kind, label)]
+            speed = len(page) / 1e6 / min(times[f"{kind} {label}"])  # ASCII: characters are bytes
+            worst = min(worst, speed / real)
+            cells.append(f"{speed:7.1f} {speed / real:5.2f}x")
+        print(f"  {kind:26s}" + "".join(f"{c:>16s}" for c in cells))
+    print(f"worst ratio {worst:.2f}x (target >= 0.3x); cells are MB/s and the ratio to the real fragment")
+    return worst
+
+
+def markup(path: Path, repeat: int) -> None:
+    """Hand-written stripper vs mwparserfromhell on the same kept pages: speed and leftovers."""
+    import mwparserfromhell
+
+    texts = article_wikitext(path)
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     tokens = ("{{", "}}", "[[", "]]", "{|", "|}", "<ref", "'''", "thumb|")
     print(f"\nmarkup stripping: {len(texts)} articles, {mb:.2f} MB of wikitext")
@@ -133,7 +176,7 @@ def markup(path: Path, repeat: int) -> None:
     ]
     for name, fn in candidates:
         out: list[str] = []
-        seconds = best_of(repeat, lambda: out.__setitem__(slice(None), [fn(t) for t in texts]))
+        seconds = best_of(repeat, lambda out=out, fn=fn: out.__setitem__(slice(None), [fn(t) for t in texts]))
         joined = "\n".join(out)
         counts = " ".join(f"{joined.count(t):6d}" for t in tokens)
         print(f"{name:28s} {mb / seconds:7.1f}  {counts}")
@@ -144,11 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", type=Path, default=DEFAULT)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--markup", action="store_true", help="also compare markup strippers")
+    p.add_argument("--hostile", action="store_true", help="only: pathological pages against the real fragment")
     args = p.parse_args(argv)
     path: Path = args.file
     if not path.is_file():
         print(f"{path}: not found", file=sys.stderr)
         return 2
+    if args.hostile:
+        hostile(path, max(1, min(args.repeat, 3)))
+        return 0
     size = python_bz2(path)  # also warms the page cache
     mb = size / 1e6
     have_bzip2 = shutil.which("bzip2") is not None

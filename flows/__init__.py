@@ -1,14 +1,6 @@
 """Prefect flows and the command line: thin compositions of pipeline/ and models/.
 
-Offline-safe defaults are set here, before any submodule imports prefect, so
-that `python -m flows.X` behaves the same inside and outside `make`:
-no analytics heartbeat, and Prefect's state kept in the project (.prefect/).
-Values already in the environment win.
+Prefect's settings (its home in the project, analytics off, a generous server start-up
+deadline) live in the project's prefect.toml, which Prefect reads from the working
+directory; DVC's live in .dvc/config. Nothing is set here.
 """
-
-import os
-from pathlib import Path
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")

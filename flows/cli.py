@@ -1,5 +1,9 @@
-"""The ``rnnlab`` command line: use a trained language model.
+"""The ``rnnlab`` command line: run the pipeline, and use a trained language model.
 
+    rnnlab repro                             # `dvc repro` with one Prefect server for the whole run (make run)
+    rnnlab dvc exp run -S train.word.lr=0.01 # any dvc command, likewise
+    rnnlab recipe char-text corpus.txt       # a measured configuration on your own text, as a DVC experiment
+    rnnlab server --port 4200                # a Prefect server and its UI, in the foreground (make server)
     rnnlab sample --prime "the cat" --temperature 0.8 --top-k 10 --count 3
     rnnlab sample --level char --greedy --stop .
     rnnlab complete "the cat" -k 5 --json
@@ -9,13 +13,14 @@
 
 Models load from ``artifacts/<level>/checkpoints`` (``--checkpoint`` for another),
 with the vocabulary recorded in the checkpoint (``--vocab`` for another; its sha256
-must match). No Prefect server starts: these run in about a second.
+must match). No Prefect server starts for those: they run in about a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -50,9 +55,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rnnlab",
         description="Recurrent sequence models: data stages under DVC, training under Prefect.",
-        epilog="Run the whole pipeline with `dvc repro`; see README.md.",
+        epilog="Run the whole pipeline with `rnnlab repro` (make run); see README.md.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    rp = sub.add_parser(
+        "repro", help="dvc repro, with one Prefect server for the whole run",
+        description="Run `dvc repro ARGS...` with every flow stage recording to one Prefect server: the one "
+        "PREFECT_API_URL names, else one started now on a free port of 127.0.0.1 (state in .prefect/, so "
+        "`make server` shows the runs afterwards) and stopped at the end.",
+    )
+    rp.add_argument("--port", type=_positive_int, help="port for the server this starts (default: a free one)")
+    rp.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments for `dvc repro` (e.g. lm@word -f)")
+
+    dv = sub.add_parser(
+        "dvc", help="any dvc command, with one Prefect server for the whole run",
+        description="Run `dvc ARGS...` (e.g. `exp run -S train.word.lr=0.01`) as `rnnlab repro` runs `dvc repro`.",
+    )
+    dv.add_argument("--port", type=_positive_int, help="port for the server this starts (default: a free one)")
+    dv.add_argument("dvc_args", nargs=argparse.REMAINDER, help="the dvc command and its arguments")
+
+    from flows import recipes  # yaml and params only: --help stays fast
+
+    recipes.add_parser(sub)
+
+    sv = sub.add_parser(
+        "server", help="a Prefect server and its UI, in the foreground",
+        description="`prefect server start` on 127.0.0.1:PORT with its UI pointed at its own API (state in "
+        "Prefect's home, .prefect/ here). Stop it with Ctrl-C.",
+    )
+    sv.add_argument("--port", type=_positive_int, default=4200, help="(default: %(default)s)")
 
     s = sub.add_parser("sample", help="generate text after a prime", description="Generate text after a prime: "
                        "temperature sampling (p_i ∝ exp(log p_i / T)), top-k, or greedy decoding.")  # fmt: skip
@@ -166,12 +198,53 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return {**info, "text": text, **s}, human
 
 
+def _server(port: int) -> int:
+    """Replace this process with the server, so that Ctrl-C and SIGTERM reach it directly."""
+    from flows import server
+
+    server.check_port(port)
+    print(f"Prefect UI: http://{server.HOST}:{port}  (API {server.api_url(port)}); Ctrl-C stops it", flush=True)
+    os.execve(server.command(port)[0], server.command(port), server.server_env(port))
+    return 0  # not reached
+
+
+def _passthrough(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[int | None, list[str]]:
+    """``rnnlab repro|dvc [--port N] ARGS...``: the port, and DVC's arguments untouched, whatever they
+    look like (argparse would take ``-f`` or ``-s STAGE`` for options of its own)."""
+    command, rest = argv[0], argv[1:]
+    if rest in (["-h"], ["--help"]):
+        parser.parse_args([command, "--help"])  # prints the help and exits
+    port = None
+    if rest[:1] == ["--port"] or (rest and rest[0].startswith("--port=")):
+        value, rest = (rest[1], rest[2:]) if rest[0] == "--port" and len(rest) > 1 else (rest[0][7:], rest[1:])
+        port = parser.parse_args([command, "--port", value]).port
+    return port, (["repro", *rest] if command == "repro" else rest)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["repro"], ["dvc"]):
+        from flows import repro
+
+        port, dvc_args = _passthrough(parser, argv)
+        if not dvc_args:
+            parser.error("rnnlab dvc: name a dvc command, e.g. `rnnlab dvc exp run -S train.word.lr=0.01`")
+        return repro.main(dvc_args, port)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "recipe":
+        from flows import recipes
+
+        return recipes.main(args)
+    if args.command == "server":
+        try:
+            return _server(args.port)
+        except RnnlabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         out, human = _run(args)
     except RnnlabError as e:

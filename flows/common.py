@@ -1,11 +1,13 @@
-"""Shared by every flow: output paths, training fingerprints, the epoch task, CSV, stage plumbing.
+"""Shared by every flow: output paths, training fingerprints, the epoch task, DVCLive, stage plumbing.
 
 Outputs of one language-model level live under ``artifacts/<level>/`` (dvc.yaml repeats these paths)::
 
     checkpoints/last.pt   the rolling training checkpoint (persist: true, so a killed run resumes)
-    history.csv           one row per epoch: the DVC plot of the losses
-    metrics.json          held-out metrics and the oracle gap: DVC metrics
+    ngram.json            the Kneser-Ney baseline's held-out scores
+    evaluation.json       every held-out split's loss, perplexity, bits, error rate and oracle gap
     samples.txt           generated text
+    plots/metrics/*.tsv   DVCLive: train and valid loss per epoch (the DVC plots)
+    metrics.json          DVCLive: the headline numbers of the test split (the DVC metrics)
 
 Caching rule, for the language models and every other task: DVC decides whether a stage runs;
 the Trainer's checkpoint (``persist: true`` in dvc.yaml) decides whether training runs. A
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +31,7 @@ from pydantic import BaseModel
 
 from models.device import set_threads
 from pipeline import paths, stage
+from pipeline.errors import RnnlabError
 from pipeline.io import atomic_open, read_json, sha256_file
 from pipeline.params import CharTokenizeParams, TrainParams, WordTokenizeParams
 
@@ -42,11 +46,21 @@ def checkpoints(level: str) -> Path:
     return ARTIFACTS / level / "checkpoints"
 
 
-def history(level: str) -> Path:
-    return ARTIFACTS / level / "history.csv"
+def ngram_scores(level: str) -> Path:
+    return ARTIFACTS / level / "ngram.json"
+
+
+def evaluation(level: str) -> Path:
+    return ARTIFACTS / level / "evaluation.json"
+
+
+def plots(level: str) -> Path:
+    """DVCLive's plots folder of a run logged with ``write_live(ARTIFACTS / level, ...)``."""
+    return ARTIFACTS / level / "plots"
 
 
 def metrics(level: str) -> Path:
+    """DVCLive's summary: the DVC metrics file."""
     return ARTIFACTS / level / "metrics.json"
 
 
@@ -141,11 +155,53 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines)
 
 
+def write_live(folder: Path, history: Sequence[Mapping[str, Any]], curves: Sequence[str],
+               summary: Mapping[str, float]) -> None:  # fmt: skip
+    """Log a finished training with DVCLive: ``folder/plots/metrics/<curve>.tsv`` per curve, one row per
+    epoch (step = epoch), and ``folder/metrics.json`` holding ``summary`` (DVC's metrics file).
+
+    Written from the checkpoint's history once training is over, so a resumed or cached training
+    logs exactly what a straight one does. The summary holds only the headline numbers, so that
+    ``dvc metrics show`` stays a few columns wide; the curves' last values are in the plots.
+    """
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    # save_dvc_exp/dvcyaml off: inside a DVC stage, DVC owns experiments and dvc.yaml already
+    # declares these files; DVCLive only writes them.
+    try:
+        live = Live(dir=str(folder), save_dvc_exp=False, dvcyaml=False)
+    except SCMError as e:  # DVCLive reads the git commit the run starts from
+        raise RnnlabError(
+            f"DVCLive cannot log {folder}: git says {e}; commit once (git add -A && git commit -m baseline) "
+            "and run again: training is not repeated"
+        ) from None
+    with live:
+        for row in history:
+            live.step = int(row["epoch"])
+            for name in curves:
+                if row.get(name) is not None:
+                    live.log_metric(name, float(row[name]))
+        live.summary = {k: float(v) for k, v in summary.items()}  # written, with the last step, on exit
+
+
 def stage_main(doc: str | None, argv: Sequence[str] | None, body: Callable[..., object], *, level: bool = False) -> int:
     """``python -m flows.X [--level L] [--params FILE]``: fixed torch threads, user errors without a traceback.
 
     ``body`` is called as ``body(level, params_file)`` with ``level=True``, else ``body(params_file)``.
+    With ``PREFECT_API_URL`` set, the flow first waits until that API answers: ``rnnlab repro``
+    starts its server while DVC runs the data stages, so it may still be starting.
     """
     args = stage.parser(doc, level=level).parse_args(argv)
     set_threads()
-    return stage.run(lambda: body(args.level, args.params) if level else body(args.params))
+    return stage.run(lambda: body(args.level, args.params) if level else body(args.params), setup=wait_for_prefect)
+
+
+def wait_for_prefect() -> None:
+    """Block until the configured Prefect API answers (none configured: the flow starts its own)."""
+    from prefect.settings import get_current_settings
+
+    from flows.server import wait_for_api  # here, not above: it cannot change what a stage writes
+
+    if api := get_current_settings().api.url:
+        wait_for_api(api, say=lambda line: print(f"rnnlab: {line}", file=sys.stderr, flush=True))

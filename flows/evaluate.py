@@ -1,69 +1,32 @@
 """Flow ``evaluate``: score one level's trained model on each split; the oracle gap on the grammar corpus.
 
-    python -m flows.evaluate --level word
-
-Writes ``artifacts/<level>/metrics.json`` (DVC metrics): per split the loss in
-nats/token, perplexity, bits per token (per character at char level), next-token
-error rate and, when ``data/corpus/oracle.json`` is available, ``oracle_gap =
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Writes ``artifacts/<level>/evaluation.json``:
+per split the loss in nats/token, perplexity, bits per token (per character at char level),
+next-token error rate and, when ``data/corpus/oracle.json`` is available, ``oracle_gap =
 model_ppl / oracle_ppl``. Every target of a split is scored exactly once, so the
 token count equals the oracle's (padded mode: minus the tokens max_length cut off).
-The n-gram baseline's perplexity (``artifacts/<level>/ngram.json``, flows/ngram.py)
-joins each split as ``ngram_perplexity``, and the ``<level>-metrics`` artifact shows
-the oracle, the n-gram and the model side by side.
+The n-gram baseline's scores (flows/ngram.py), when given, join each split as
+``ngram_perplexity``, and the ``<level>-metrics`` artifact shows the oracle, the n-gram and
+the model side by side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ARTIFACTS, checkpoints, markdown_table, metrics, stage_main
+from flows.common import checkpoints, evaluation, markdown_table
 from models import checkpoint as ckpt
 from models.device import resolve_device
 from models.evaluate import metrics as split_metrics
 from models.evaluate import score_split
 from models.rnn import RNNLanguageModel
-from pipeline import paths, stage
+from pipeline import paths
 from pipeline.io import read_json, write_json
-from pipeline.params import EvaluateParams, Level, load_params
-
-
-def spec(level: str) -> stage.StageSpec:
-    return stage.StageSpec(
-        params=("evaluate",),
-        deps=(
-            "flows/evaluate.py",
-            "flows/common.py",
-            "models/checkpoint.py",
-            "models/cells.py",
-            "models/config.py",
-            "models/data.py",
-            "models/device.py",
-            "models/evaluate.py",
-            "models/rnn.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vocab.py",
-            str(checkpoints(level)),
-            str(paths.windows(level)),
-            str(paths.vocab(level)),
-            str(paths.ORACLE),
-            str(ngram_metrics(level)),
-        ),
-        outs=(),
-        metrics=(str(metrics(level)),),
-    )
-
-
-def ngram_metrics(level: str) -> Path:
-    """The n-gram baseline's metrics (flows/ngram.py), shown beside the model's: the stage runs first."""
-    return ARTIFACTS / level / "ngram.json"
+from pipeline.params import EvaluateParams, Level
 
 
 def side_by_side(result: dict[str, dict[str, Any]]) -> str:
@@ -97,9 +60,9 @@ def evaluate_split(model: RNNLanguageModel, train: dict[str, Any], level: Level,
     return m
 
 
-@task(name="write-metrics", cache_policy=NO_CACHE)
-def write_metrics(level: Level, result: dict[str, dict[str, Any]]) -> None:
-    write_json(metrics(level), result)
+@task(name="write-evaluation", cache_policy=NO_CACHE)
+def write_evaluation(level: Level, result: dict[str, dict[str, Any]]) -> None:
+    write_json(evaluation(level), result)
     rows = [{"split": split, **m} for split, m in result.items()]
     bits = "bits_per_char" if level == "char" else "bits_per_token"
     cols = ["split", "loss", "perplexity", bits, "error_rate", "tokens"]
@@ -115,10 +78,13 @@ def write_metrics(level: Level, result: dict[str, dict[str, Any]]) -> None:
 
 
 @flow(name="evaluate")
-def evaluate(level: Level, params: EvaluateParams) -> dict[str, dict[str, Any]]:
-    """Score ``artifacts/<level>/checkpoints`` on ``params.splits``; write metrics.json."""
+def evaluate(level: Level, params: EvaluateParams, ngram: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Score ``artifacts/<level>/checkpoints`` on ``params.splits``; write evaluation.json.
+
+    ``ngram``: the n-gram baseline's scores per split (flows/ngram.py), shown beside the model's.
+    """
     oracle = read_json(paths.ORACLE) if paths.ORACLE.exists() else {"available": False}
-    ngram = read_json(ngram_metrics(level)) if ngram_metrics(level).exists() else {}
+    ngram = ngram or {}
     model, train = load_model(level)
     result = {}
     for split in params.splits:
@@ -126,17 +92,5 @@ def evaluate(level: Level, params: EvaluateParams) -> dict[str, dict[str, Any]]:
         result[split] = evaluate_split(model, train, level, split, params.batch_size, ref)
         if split in ngram:  # the baseline scored the same targets (flows/ngram.py)
             result[split] |= {"ngram_perplexity": ngram[split]["perplexity"], "ngram_loss": ngram[split]["loss"]}
-    write_metrics(level, result)
+    write_evaluation(level, result)
     return result
-
-
-def run(level: Level, params_file: str) -> dict[str, dict[str, Any]]:
-    return evaluate(level, load_params(spec(level).params, params_file)["evaluate"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main(__doc__, argv, run, level=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,22 +1,16 @@
 """Flow ``ngram``: the Kneser-Ney n-gram baseline (seed 002) beside the RNN and the oracle.
 
-    python -m flows.ngram --level word
-
-Fits models/ngram.py on ``data/windows/<level>/train/stream.npy`` and scores the
-valid and test streams with the evaluation's conventions (every target once, so
-the token count is the oracle's and the RNN's). Writes
-``artifacts/<level>/ngram.json`` (DVC metrics: loss in nats/token, perplexity,
-bits, and on the grammar corpus ``oracle_gap = perplexity / oracle perplexity``).
-The ``evaluate`` stage reads that file, so its metrics table and its
-``<level>-metrics`` artifact show the oracle, the n-gram and the RNN side by side;
-this stage does not read the RNN's metrics (no cycle, and retraining the RNN
-never refits the n-gram).
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Fits models/ngram.py on
+``data/windows/<level>/train/stream.npy`` and scores the valid and test streams with the
+evaluation's conventions (every target once, so the token count is the oracle's and the
+RNN's). Writes ``artifacts/<level>/ngram.json`` (loss in nats/token, perplexity, bits, and on
+the grammar corpus ``oracle_gap = perplexity / oracle perplexity``); the ``evaluate`` subflow
+takes the result, so its table and its ``<level>-metrics`` artifact show the oracle, the
+n-gram and the RNN side by side. It never reads the RNN: the two are independent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,39 +18,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ARTIFACTS, markdown_table, stage_main
+from flows.common import markdown_table, ngram_scores
 from models.ngram import KneserNey, fit
-from pipeline import paths, stage
+from pipeline import paths
 from pipeline.io import read_json, write_json
-from pipeline.params import Level, NgramParams, load_params
+from pipeline.params import Level, NgramParams
 from pipeline.vocab import Vocab
 
 SPLITS = ("valid", "test")
-
-
-def ngram_metrics(level: str) -> Path:
-    return ARTIFACTS / level / "ngram.json"
-
-
-def spec(level: str) -> stage.StageSpec:
-    return stage.StageSpec(
-        params=(f"ngram.{level}",),
-        deps=(
-            "flows/ngram.py",
-            "flows/common.py",
-            "models/device.py",
-            "models/ngram.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vocab.py",
-            str(paths.windows(level)),
-            str(paths.vocab(level)),
-            str(paths.ORACLE),
-        ),
-        outs=(),
-        metrics=(str(ngram_metrics(level)),),
-    )
 
 
 @task(name="fit-ngram", cache_policy=NO_CACHE)
@@ -81,7 +50,7 @@ def score_split(model: KneserNey, level: Level, split: str, oracle: dict[str, An
 
 @task(name="write-ngram", cache_policy=NO_CACHE)
 def write_ngram(level: Level, result: dict[str, Any]) -> None:
-    write_json(ngram_metrics(level), result)
+    write_json(ngram_scores(level), result)
     rows = [{"split": split, **result[split]} for split in SPLITS]
     cols = ["split", "loss", "perplexity", "bits_per_char" if level == "char" else "bits_per_token", "tokens"]
     if any("oracle_gap" in r for r in rows):
@@ -105,15 +74,3 @@ def ngram(level: Level, params: NgramParams) -> dict[str, Any]:
         result[split] = score_split(model, level, split, oracle[level][split] if oracle.get("available") else None)
     write_ngram(level, result)
     return result
-
-
-def run(level: Level, params_file: str) -> dict[str, Any]:
-    return ngram(level, load_params(spec(level).params, params_file)[f"ngram.{level}"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main(__doc__, argv, run, level=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -43,11 +43,10 @@ class RemoteError(RnnlabError):
 
 
 def env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a dvc command: this venv first on PATH, analytics off, plus ``extra``."""
+    """The environment of a dvc command: this venv first on PATH (stages run ``python -m ...``), plus
+    ``extra``. DVC's and Prefect's settings come from .dvc/config and prefect.toml, not from here."""
     out = dict(os.environ)
     out["PATH"] = f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}"
-    out.setdefault("DVC_NO_ANALYTICS", "1")
-    out.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     out.update(extra or {})
     return out
 

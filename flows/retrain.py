@@ -8,11 +8,10 @@ Each run, in the repository ``repo``:
 
 1. ``dvc pull`` when a remote is configured (retried with backoff: the network);
 2. ``dvc repro``, or ``dvc exp run -S key=value ...`` when ``overrides`` are given; only the
-   chosen levels' ``evaluate`` and ``sample`` stages (and what they need) when ``levels`` is
-   a subset. A failed stage fails the run with the stage's own error in the logs, and the
+   chosen levels' ``lm`` stages (and what they need) when ``levels`` is a subset. A failed stage fails the run with the stage's own error in the logs, and the
    promoted model is untouched;
-3. per level, the new model's perplexity on ``retrain.split`` (from the evaluate stage's
-   ``artifacts/<level>/metrics.json``) against the promoted model's on the same held-out data
+3. per level, the new model's perplexity on ``retrain.split`` (from the lm stage's
+   ``artifacts/<level>/evaluation.json``) against the promoted model's on the same held-out data
    (its recorded number when the data and the evaluation are the same, else the promoted
    checkpoint re-scored on the current split);
 4. promotion when better by ``retrain.margin`` (flows/registry.py: an atomic pointer update,
@@ -41,9 +40,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows import registry
+from flows import registry, server
 from flows import remote as dvc_remote
-from flows.common import checkpoints, markdown_table, metrics
+from flows.common import checkpoints, evaluation, markdown_table
 from pipeline import paths, stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.io import read_json, sha256_file
@@ -64,9 +63,7 @@ def _log(line: str) -> None:
 
 def prefect_env() -> dict[str, str]:
     """PREFECT_API_URL of this run, passed on to the stage flows that DVC starts."""
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
+    url = server.configured_api()
     return {"PREFECT_API_URL": url} if url else {}
 
 
@@ -129,7 +126,7 @@ def _checkpoints_md5(root: Path, level: str) -> str | None:
     if not lock.is_file():
         return None
     stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-    outs = stages.get(f"train@{level}", {}).get("outs", [])
+    outs = stages.get(f"lm@{level}", {}).get("outs", [])
     return next((o.get("md5") for o in outs if o.get("path") == checkpoints(level).as_posix()), None)
 
 
@@ -160,7 +157,7 @@ def compare(root: Path, level: Level, p: Params, overrides: dict[str, Override],
     split, evaluate = p.retrain.split, p.evaluate.model_dump(mode="json")
     if split not in p.evaluate.splits:
         raise ParamsError(f"retrain.split is {split!r} but evaluate.splits {list(p.evaluate.splits)} lacks it; add it")
-    new_metrics = read_json(root / metrics(level))
+    new_metrics = read_json(root / evaluation(level))
     ckpt_file = root / checkpoints(level) / registry.CHECKPOINT
     meta = read_json(root / paths.windows(level) / "meta.json")
     heldout = registry.heldout_id(root, level, split, evaluate)
@@ -268,7 +265,7 @@ def retrain(
     log.info(f"retraining {', '.join(chosen)} in {root}; DVC remote: {name or 'none (no pull, no push)'}")
     if name:
         pull(root, name)
-    targets = [] if set(chosen) == set(LEVELS) else [f"{s}@{lvl}" for lvl in chosen for s in ("evaluate", "sample")]
+    targets = [] if set(chosen) == set(LEVELS) else [f"lm@{lvl}" for lvl in chosen]
     reproduce(root, targets, overrides)
     outcomes = {level: compare(root, level, p, overrides, force) for level in chosen}
     for level, outcome in outcomes.items():

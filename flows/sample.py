@@ -1,8 +1,6 @@
 """Flow ``sample``: generate text from one level's trained model.
 
-    python -m flows.sample --level word
-
-Writes ``artifacts/<level>/samples.txt``: ``sample.<level>.count`` temperature
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Writes ``artifacts/<level>/samples.txt``: ``sample.<level>.count`` temperature
 samples after the prime (p_i ∝ exp(log p_i / T), optionally among the top k),
 then one greedy decoding that stops at ``greedy_stop`` (seed 003: "."). Sampling
 is stateful: the prime is fed once, then one step per token.
@@ -10,43 +8,14 @@ is stateful: the prime is fed once, then one step per token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import checkpoints, samples, stage_main
+from flows.common import checkpoints, samples
 from models.sampling import LanguageModel
-from pipeline import paths, stage
 from pipeline.io import atomic_open
-from pipeline.params import Level, SampleParams, load_params
-
-
-def spec(level: str) -> stage.StageSpec:
-    return stage.StageSpec(
-        params=(f"sample.{level}",),
-        deps=(
-            "flows/sample.py",
-            "flows/common.py",
-            "models/checkpoint.py",
-            "models/cells.py",
-            "models/config.py",
-            "models/device.py",
-            "models/rnn.py",
-            "models/sampling.py",
-            "pipeline/docs.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/threads.py",
-            "pipeline/tokenize.py",
-            "pipeline/vocab.py",
-            str(checkpoints(level)),
-            str(paths.vocab(level)),
-        ),
-        outs=(str(samples(level)),),
-    )
+from pipeline.params import Level, SampleParams
 
 
 @task(name="load-model", cache_policy=NO_CACHE)
@@ -88,15 +57,3 @@ def sample(level: Level, params: SampleParams) -> list[str]:
     lines = generate(lm, params)
     write_samples(level, params, lines)
     return lines
-
-
-def run(level: Level, params_file: str) -> list[str]:
-    return sample(level, load_params(spec(level).params, params_file)[f"sample.{level}"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main(__doc__, argv, run, level=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,28 +20,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
+from flows import server
 from pipeline import stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.params import PARAMS_FILE, ScheduleParams, validate
 
 START_SERVER = (
-    "start one with `make server` (or `prefect server start --host 127.0.0.1 --port 4200`), then "
+    "start one with `make server` (or `rnnlab server --port 4200`), then "
     "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`"
 )
 
 
 class PrefectApiError(RnnlabError):
     """No Prefect API is configured, or the configured one does not answer."""
-
-
-def api_url() -> str | None:
-    """PREFECT_API_URL as Prefect resolves it: environment, then the active profile."""
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or None
 
 
 def check_api(url: str | None, timeout: float = 5.0) -> str:
@@ -51,14 +44,11 @@ def check_api(url: str | None, timeout: float = 5.0) -> str:
             "PREFECT_API_URL is not set, so there is no Prefect server to serve to (a scheduled "
             f"deployment needs one, and its UI shows the runs); {START_SERVER}"
         )
-    try:
-        response = requests.get(f"{url.rstrip('/')}/health", timeout=timeout)
-        response.raise_for_status()
-    except requests.RequestException as e:
+    if not server.healthy(url, timeout):
         raise PrefectApiError(
-            f"the Prefect API at PREFECT_API_URL={url} does not answer ({type(e).__name__}); "
+            f"the Prefect API at PREFECT_API_URL={url} does not answer; "
             f"is the server running? {START_SERVER}, or set PREFECT_API_URL to a running one"
-        ) from None
+        )
     return url
 
 
@@ -97,7 +87,7 @@ def serve(root: Path, cfg: ScheduleParams) -> None:
     from flows.retrain import retrain
 
     schedule = prefect_schedule(cfg)
-    url = check_api(api_url())
+    url = check_api(server.configured_api())
     when = f"cron {cfg.cron!r}" if cfg.cron else f"every {cfg.interval:g} s"
     print(f"serving retrain/{cfg.deployment} ({when}, {cfg.timezone}) for {root} against {url}", flush=True)
     retrain.serve(

@@ -10,8 +10,9 @@ Trains models/skipgram.py with the shared Trainer on ``data/windows/word``
     embeddings.npy        (V, D) float32, one row per id of data/vocab/word.json
     embeddings.json       which vocabulary those rows belong to (path, size, sha256)
     vectors.txt           the same vectors in word2vec text format (specials left out)
-    history.csv           train and held-out loss per epoch (DVC plot)
-    metrics.json          held-out loss, nearest neighbours, analogy accuracy when skipgram.analogies is set
+    report.json           held-out loss, nearest neighbours, analogy accuracy when skipgram.analogies is set
+    plots/metrics/*.tsv   DVCLive: train and held-out loss per epoch (the DVC plot)
+    metrics.json          DVCLive: the held-out loss (and analogy accuracy): the DVC metrics
 
 A markdown artifact ``skipgram-neighbors`` lists the nearest neighbours by cosine.
 """
@@ -32,7 +33,7 @@ from flows.common import (
     stage_main,
     train_all,
     windows_data,
-    write_csv,
+    write_live,
 )
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
@@ -47,9 +48,10 @@ CHECKPOINTS = OUT / "checkpoints"
 EMBEDDINGS = OUT / "embeddings.npy"
 EMBEDDINGS_META = OUT / "embeddings.json"
 VECTORS = OUT / "vectors.txt"
-HISTORY = OUT / "history.csv"
+REPORT = OUT / "report.json"
+PLOTS = OUT / "plots"
 METRICS = OUT / "metrics.json"
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "lr")
+CURVES = ("train_loss", "valid_loss")
 CODE = (
     "models/checkpoint.py",
     "models/cells.py",
@@ -81,7 +83,7 @@ def spec() -> stage.StageSpec:
             str(paths.windows("word")),
             str(paths.vocab("word")),
         ),
-        outs=(str(CHECKPOINTS), str(EMBEDDINGS), str(EMBEDDINGS_META), str(VECTORS), str(HISTORY)),
+        outs=(str(CHECKPOINTS), str(EMBEDDINGS), str(EMBEDDINGS_META), str(VECTORS), str(REPORT), str(PLOTS)),
         metrics=(str(METRICS),),
     )
 
@@ -137,9 +139,12 @@ def skipgram(params: SkipgramParams) -> dict[str, Any]:
              f"{trainer.steps_per_epoch} per epoch, {params.epochs} epochs")  # fmt: skip
     train_all({"": trainer})
     export(trainer.task, vocab)
-    write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
     result = report(trainer.task, vocab, params, trainer.history)
-    write_json(METRICS, result)
+    write_json(REPORT, result)
+    headline = {"valid_loss": result["valid_loss"]}
+    if "analogy" in result:
+        headline["analogy_accuracy"] = result["analogy"]["accuracy"]
+    write_live(OUT, trainer.history, CURVES, headline)
     return result
 
 

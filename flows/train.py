@@ -1,16 +1,14 @@
 """Flow ``train``: fit one level's language model; cached on one fingerprint, resumable when killed.
 
-    python -m flows.train --level word
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Caching rule (README, "Language models"):
 
-Caching rule (README, "Language models"):
-
-* **DVC decides whether the stage runs.** It reruns ``train@<level>`` exactly when a
+* **DVC decides whether the stage runs.** It reruns ``lm@<level>`` exactly when a
   declared dep or param changed: the windows and vocabulary, ``train.<level>``,
-  ``tokenize.<level>``, or the code.
+  ``tokenize.<level>``, the n-gram, evaluation or sampling params, or the code.
 * **Prefect decides whether the training runs.** The ``fit`` task's cache key is one
   fingerprint (flows.common.fingerprint): the data's file hashes, the params, and a
   hash of the models/ code. A call with a known fingerprint (``dvc repro -f``, an
-  edit to flows/ only, a run outside DVC) returns the cached record in seconds, once
+  edit to flows/ only, a changed ``sample.<level>`` param) returns the cached record in seconds, once
   the checkpoint on disk is checked to still have the recorded sha256; otherwise it
   trains again.
 * **The checkpoint resumes what was cut short.** ``artifacts/<level>/checkpoints`` is
@@ -30,32 +28,23 @@ import shlex
 import signal
 import subprocess
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import (
-    checkpoints,
-    history,
-    lm_fingerprint,
-    markdown_table,
-    stage_main,
-    tokenizer_settings,
-    train_all,
-    write_csv,
-)
+from flows.common import checkpoints, lm_fingerprint, markdown_table, train_all
 from models import ddp_train
 from models.checkpoint import FILE
 from models.checkpoint import load as load_checkpoint
 from models.data import read_meta
 from models.lm import lm_trainer
-from pipeline import paths, stage
-from pipeline.io import sha256_file
+from pipeline import paths
 from pipeline.errors import RnnlabError
-from pipeline.params import DistributedParams, Level, TrainParams, load_params
+from pipeline.io import sha256_file
+from pipeline.params import DistributedParams, Level, TrainParams
 from pipeline.vocab import Vocab
 
 # The models/ files this stage imports: their hashes are the fingerprint's code version.
@@ -73,24 +62,6 @@ TRAIN_CODE = (
     "models/trainer.py",
 )
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr")
-
-
-def spec(level: str) -> stage.StageSpec:
-    return stage.StageSpec(
-        params=(f"train.{level}", f"tokenize.{level}"),
-        deps=(
-            "flows/train.py",
-            "flows/common.py",
-            *TRAIN_CODE,
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vocab.py",
-            str(paths.windows(level)),
-            str(paths.vocab(level)),
-        ),
-        outs=(str(checkpoints(level)), str(history(level))),
-    )
 
 
 class TrainingLaunchError(RnnlabError):
@@ -195,9 +166,9 @@ def intact(record: dict[str, Any], level: str) -> bool:
     return path.is_file() and sha256_file(path) == record["sha256"]
 
 
-@task(name="write-history", cache_policy=NO_CACHE)
-def write_history(level: Level, record: dict[str, Any]) -> None:
-    write_csv(history(level), record["history"], HISTORY_COLUMNS)
+@task(name="publish-history", cache_policy=NO_CACHE)
+def publish_history(level: Level, record: dict[str, Any]) -> None:
+    """The per-epoch table as the keyed artifact ``<level>-training`` (DVCLive writes the curves)."""
     create_markdown_artifact(
         key=f"{level}-training",
         markdown=f"# Training, {level} level\n\n" + markdown_table(record["history"], HISTORY_COLUMNS),
@@ -216,18 +187,5 @@ def train(level: Level, params: TrainParams, tokenizer: dict[str, Any]) -> dict[
         log.info(f"cached checkpoint {checkpoints(level) / FILE} is missing or changed: training again")
         record, cached = fit.with_options(refresh_cache=True)(level, params, tokenizer, data["fingerprint"]), False
     log.info(f"{'cache hit: ' if cached else ''}checkpoint {record['checkpoint']} sha256 {record['sha256'][:12]}")
-    write_history(level, record)
+    publish_history(level, record)
     return {**record, "cached": cached}
-
-
-def run(level: Level, params_file: str) -> dict[str, Any]:
-    cfg = load_params(spec(level).params, params_file)
-    return train(level, cfg[f"train.{level}"], tokenizer_settings(level, cfg[f"tokenize.{level}"]))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main(__doc__, argv, run, level=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

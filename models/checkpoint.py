@@ -4,7 +4,7 @@ A training checkpoint holds (nanoGPT style)::
 
     format       "rnnlab-lm/1"
     model        state_dict (CPU tensors)
-    config       ModelConfig.to_dict()
+    config       ModelConfig.to_dict() (output: full | adaptive and cutoffs; older ones lack them: full)
     train        TrainParams.model_dump()
     optimizer, scheduler   their state_dicts
     rng          torch / cuda generator states (tensors)
@@ -21,6 +21,8 @@ Everything loads with ``torch.load(weights_only=True)``: no pickled classes.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +63,20 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str
         raise CheckpointError(f"{path}: no checkpoint here; train one with `dvc repro` (stage train) or pass its path")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for a foreign or truncated file
+    except pickle.UnpicklingError as e:
+        # weights_only names what it refused: "Unsupported global: GLOBAL print was not an allowed
+        # global", "unsupported GLOBAL posix.system whose module posix is blocked". Anything else
+        # ("Unsupported operand 110": bytes that are not a pickle at all) is merely unreadable.
+        refused = re.search(r"GLOBAL ([\w.]{1,120})", str(e))
+        if "Weights only load failed" not in str(e) or refused is None:
+            raise CheckpointError(_unreadable(path, e)) from None
         raise CheckpointError(
-            f"{path}: not an rnnlab checkpoint (torch.load(weights_only=True) cannot read it: {type(e).__name__}); "
-            "pass a checkpoint written by the train flow (artifacts/<level>/checkpoints), or retrain"
+            f"{path}: holds objects other than tensors and plain types ({refused.group(1)}), which "
+            "torch.load(weights_only=True) refused; do not trust this file (loaded without weights_only it "
+            "could run code): it is not a checkpoint rnnlab wrote. Delete it, or retrain"
         ) from None
+    except Exception as e:  # noqa: BLE001 (torch raises many types for a foreign or truncated file)
+        raise CheckpointError(_unreadable(path, e)) from None
     got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
     if not isinstance(got, str) or not got.startswith("rnnlab-"):
         raise CheckpointError(f"{path}: checkpoint format {got!r} is not an rnnlab one; retrain it with rnnlab")
@@ -75,6 +86,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str
             "or retrain it with this version of rnnlab"
         )
     return obj
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    return (
+        f"{path}: not an rnnlab checkpoint (torch.load(weights_only=True) cannot read it: {type(e).__name__}); "
+        "pass a checkpoint written by the train flow (artifacts/<level>/checkpoints), or retrain"
+    )
 
 
 def vocab_ref(vocab: Vocab, path: str | Path) -> dict[str, Any]:

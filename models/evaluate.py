@@ -1,10 +1,12 @@
 """Scores of a language model on a split: loss (nats/token), perplexity, bits, error rate, oracle gap.
 
-    scores = score(model, eval_batches("stream", folder, 64, 35, 17), device)
+    scores = score(model, eval_batches("stream", folder, 64, 35, 17), device, logits_mb=64)
     metrics(scores, level="word", oracle=oracle_json["word"]["test"])
 
 Every target of the split is scored exactly once (models.data.eval_batches), so on
-the grammar corpus the token count equals the oracle's and the gap is fair.
+the grammar corpus the token count equals the oracle's and the gap is fair. The
+output layer runs over slices of the batch's rows, none of whose logits exceed
+``logits_mb`` MiB (RNNLanguageModel.score_targets): memory does not grow with V.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +24,8 @@ from torch import Tensor, nn
 
 from models.data import IGNORE, Batch, eval_batches, eval_window
 from models.device import autocast
-from models.rnn import detach
+from models.rnn import RNNLanguageModel, detach
+from pipeline.params import LOGITS_MB
 
 
 def lm_loss(logits: Tensor, targets: Tensor, reduction: str = "sum") -> Tensor:
@@ -60,27 +63,42 @@ class Scores:
 
 
 @torch.no_grad()
-def score(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> Scores:
-    """Sum loss and top-1 hits over batches; the state carries between batches unless one is ``fresh``."""
+def score(
+    model: RNNLanguageModel, batches: Iterable[Batch], device: torch.device, logits_mb: float | None = LOGITS_MB
+) -> Scores:
+    """Sum loss and top-1 hits over batches; the state carries between batches unless one is ``fresh``.
+
+    ``logits_mb``: the largest logits slice held at once (MiB; None: a whole batch's, as before).
+    """
     out = Scores()
     state = None
     with eval_mode(model):
         for b in batches:
-            inputs, targets = b.inputs.to(device), b.targets.to(device)
+            inputs, targets = b.inputs.to(device), b.targets.to(device)  # (T, B)
             with autocast(device):
-                logits, state = model(inputs, None if b.fresh else state)  # (T, B, V)
+                h, state = model.features(inputs, None if b.fresh else state)  # (T, B, H)
+                nats, hits = model.score_targets(h, targets, logits_mb)
             state = detach(state)
-            out.nats += lm_loss(logits, targets).item()
-            out.correct += int(((logits.argmax(-1) == targets) & (targets != IGNORE)).sum())
+            out.nats += nats
+            out.correct += hits
             out.tokens += b.tokens
     return out
 
 
-def score_split(model: nn.Module, mode: str, windows: Path, meta: dict[str, Any], split: str, batch_size: int,
-                device: torch.device) -> Scores:  # fmt: skip
-    """Score ``split`` of a windows dataset (``meta``: its meta.json) in ``mode``, every target once."""
+def score_split(
+    model: RNNLanguageModel,
+    mode: str,
+    windows: Path,
+    meta: dict[str, Any],
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    logits_mb: float | None = LOGITS_MB,
+) -> Scores:
+    """Score ``split`` of a windows dataset (``meta``: its meta.json) in ``mode``, every target once,
+    with no logits slice over ``logits_mb`` MiB (``evaluate.logits_mb``)."""
     window, stride = eval_window(meta)
-    return score(model, eval_batches(mode, Path(windows) / split, batch_size, window, stride), device)
+    return score(model, eval_batches(mode, Path(windows) / split, batch_size, window, stride), device, logits_mb)
 
 
 def metrics(s: Scores, level: str, oracle: dict[str, Any] | None = None) -> dict[str, Any]:

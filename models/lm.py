@@ -23,7 +23,7 @@ from models import checkpoint as ckpt
 from models import distributed
 from models.config import ModelConfig, ModelConfigError
 from models.data import block, read_meta, train_batches
-from models.evaluate import lm_loss, score_split
+from models.evaluate import score_split
 from models.rnn import build_model, detach, state_from_list, state_to_list
 from models.trainer import Trainer
 from pipeline.errors import ParamsError
@@ -76,14 +76,15 @@ class LanguageModelTask:
         if batch.fresh:
             self.state = None
         inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)  # (T, B)
-        logits, state = model(inputs, self.state)  # (T, B, V)
+        # Summed nats, the output layer run in slices of at most logits_mb (models/rnn.py).
+        loss, state = model(inputs, self.state, targets=targets, logits_mb=self.p.logits_mb)
         # TBPTT: the next batch starts from this state, cut from this batch's graph.
         self.state = detach(state) if self.p.mode == "stream" else None
-        return lm_loss(logits, targets), batch.tokens
+        return loss, batch.tokens
 
     def validate(self) -> dict[str, float]:
-        loss = score_split(self.model, self.p.mode, self.data_dir, self.meta, "valid", self.eval_batch_size,
-                           self.device).loss  # fmt: skip
+        split = (self.model, self.p.mode, self.data_dir, self.meta, "valid", self.eval_batch_size, self.device)
+        loss = score_split(*split, logits_mb=self.p.logits_mb).loss
         return {"loss": loss, "perplexity": math.exp(loss)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -9,6 +9,11 @@
 The prime is fed once; every new token then costs one recurrent step on the
 carried state, never a re-run of the prefix. Text becomes tokens with the
 tokenizer settings stored in the checkpoint, so no params file is read.
+
+Memory: generation and completion build the output distribution of the last
+position only, and scoring computes the targets' log-probabilities over slices of
+at most ``logits_mb`` MiB of logits, so a long text costs no (T, V) tensor. Models
+with ``output: adaptive`` give exact log-probabilities (nn.AdaptiveLogSoftmaxWithLoss.log_prob).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import Tensor
 from models import checkpoint as ckpt
 from models.device import autocast, resolve_device
 from models.rnn import RNNLanguageModel, State
+from pipeline.params import LOGITS_MB
 from pipeline.tokenize import WordTokenizer, char_tokens
 from pipeline.vocab import EOS, PAD, UNK, Vocab
 
@@ -64,17 +70,27 @@ class Generation:
 class LanguageModel:
     """A model, its vocabulary and its tokenizer, for inference on one device."""
 
-    def __init__(self, model: RNNLanguageModel, vocab: Vocab, tokenizer: dict[str, Any], device: torch.device):
+    def __init__(
+        self,
+        model: RNNLanguageModel,
+        vocab: Vocab,
+        tokenizer: dict[str, Any],
+        device: torch.device,
+        logits_mb: float | None = LOGITS_MB,
+    ):
         self.model, self.vocab, self.tokenizer, self.device = model.eval(), vocab, tokenizer, device
+        self.logits_mb = logits_mb  # the largest logits slice ``score`` holds (MiB)
         self.level = tokenizer["level"]
         self._word = WordTokenizer(tokenizer["pattern"], tokenizer["lowercase"]) if self.level == "word" else None
 
     @classmethod
-    def load(cls, path: str | Path, vocab: str | Path | None = None, device: str = "auto") -> LanguageModel:
+    def load(
+        cls, path: str | Path, vocab: str | Path | None = None, device: str = "auto", logits_mb: float | None = LOGITS_MB
+    ) -> LanguageModel:
         """From a checkpoint file or folder; ``vocab`` overrides the vocabulary path it recorded."""
         dev = resolve_device(device, "--device")
         model, v, c = ckpt.load_model(path, dev, vocab)
-        return cls(model, v, c["tokenizer"], dev)
+        return cls(model, v, c["tokenizer"], dev, logits_mb)
 
     # --- text <-> ids -------------------------------------------------------------------
 
@@ -94,16 +110,25 @@ class LanguageModel:
 
     # --- inference ----------------------------------------------------------------------
 
-    def _forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
-        """x (T, 1) ids -> logits (T, V) in fp32, and the state after the last step."""
+    def _features(self, ids: list[int], state: State | None) -> tuple[Tensor, State]:
+        """Feed ids (one sequence): the output layer's inputs after each (T, H), and the state."""
+        x = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)  # (T, 1)
         with autocast(self.device):
-            logits, state = self.model(x, state)  # (T, 1, V)
-        return logits[:, 0].float(), state
+            h, state = self.model.features(x, state)  # (T, 1, H)
+        return h[:, 0], state
+
+    def _last_logits(self, h: Tensor) -> Tensor:
+        """h (T, H) -> the logits (or log-probabilities) after the last position (V,), fp32."""
+        with autocast(self.device):
+            return self.model.output(h[-1:])[0].float()
 
     @torch.inference_mode()
     def _step(self, ids: list[int], state: State | None) -> tuple[Tensor, State]:
-        """Feed ids (one sequence); return log-probabilities after each (T, V), and the state."""
-        logits, state = self._forward(torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1), state)
+        """Feed ids (one sequence); return log-probabilities after each (T, V), and the state.
+        Holds a (T, V) tensor: for tests and short inputs; ``score`` slices instead."""
+        h, state = self._features(ids, state)
+        with autocast(self.device):
+            logits = self.model.output(h).float()  # (T, V)
         return torch.log_softmax(logits, dim=-1), state
 
     @torch.inference_mode()
@@ -131,8 +156,8 @@ class LanguageModel:
                 raise ValueError(f"stop token {stop!r} is not in the {self.level} vocabulary")
         gen = torch.Generator(device=self.device).manual_seed(seed)
         ids = self.encode(prime)
-        logits, state = self._forward(torch.tensor(ids, device=self.device).view(-1, 1), None)  # (T, V)
-        last = logits[-1]  # (V,)
+        h, state = self._features(ids, None)  # (T, H)
+        last = self._last_logits(h)  # (V,)
         x = torch.empty(1, 1, dtype=torch.long, device=self.device)  # reused: one token per step
         amp = autocast(self.device)  # re-entrant: one context for every step
         out: list[int] = []
@@ -158,8 +183,8 @@ class LanguageModel:
     @torch.inference_mode()
     def complete(self, text: str, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` likeliest next tokens after ``text``, with their probabilities (seed 000)."""
-        logp, _ = self._step(self.encode(text), None)
-        probs = logp[-1].exp()
+        h, _ = self._features(self.encode(text), None)  # (T, H)
+        probs = torch.softmax(self._last_logits(h), dim=-1)  # (V,)
         probs[PAD] = 0.0
         top = torch.topk(probs, min(k, probs.numel()))
         return [(self.vocab.tokens[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
@@ -174,8 +199,9 @@ class LanguageModel:
         targets = ids[1:] + ([EOS] if end else [])
         if not targets:
             raise ValueError("nothing to score: the text has no tokens")
-        logp, _ = self._step(ids if end else ids[:-1], None)  # (n, V): predicts ids[1:] (+ <eos>)
-        lp = logp.gather(1, torch.tensor(targets, device=self.device).view(-1, 1)).view(-1)
+        h, _ = self._features(ids if end else ids[:-1], None)  # (n, H): predicts ids[1:] (+ <eos>)
+        with autocast(self.device):
+            lp = self.model.target_logprobs(h, torch.tensor(targets, device=self.device), self.logits_mb)  # (n,)
         total = float(lp.sum())
         return {
             "tokens": len(targets),

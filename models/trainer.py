@@ -204,8 +204,9 @@ class Trainer:
             "rng": ckpt.rng_state(),  # rank 0's
             "rng_ranks": distributed.gather(ckpt.rng_state(), self.dist),  # every rank's, in rank order
             "world_size": self.dist.world,
-            "progress": {"step": self.step, "epoch": self.epoch, "loss_sum": self.loss_sum,
-                         "count": self.count, "done": self.done},  # fmt: skip
+            "progress": {
+                "step": self.step, "epoch": self.epoch, "loss_sum": self.loss_sum, "count": self.count, "done": self.done
+            },
             "task_state": self.task.state_dict(),
             "history": self.history,
             "fingerprint": self.fingerprint,
@@ -233,6 +234,9 @@ class Trainer:
     def backward(self) -> tuple[float, int]:
         """Forward and backward of batch ``self.step``: the gradients of the mean loss over the real
         items of the (global) batch. Returns that batch's summed loss and item count."""
+        # Last step's gradients go before the forward, not after it: with a large vocabulary they
+        # are as big as the embedding and output layers, and the forward's peak need not hold them.
+        self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device):
             loss, count = self.task.train_loss(self.train_model, self.step)
         if self.dist.active:
@@ -243,7 +247,6 @@ class Trainer:
             value = loss.item()
         if not math.isfinite(value):  # all-reduced: every rank stops at the same step
             raise self._diverged("the loss", value)
-        self.optimizer.zero_grad(set_to_none=True)
         if self.dist.active:
             # DDP averages gradients over the ranks, so world / N per rank gives sum_r grad(loss_r) / N: the
             # single-process mean over all N real items, whatever each rank's share (padded mode).
@@ -274,6 +277,7 @@ class Trainer:
                 self.save()
         seconds = time.perf_counter() - t0
         trained = self.count - count0  # this epoch's items over every rank (a resumed epoch counts less)
+        self.optimizer.zero_grad(set_to_none=True)  # validation has no use for the last step's gradients
         # Rank 0 validates on the whole valid split (metrics exactly as one process computes them);
         # every rank then steps the same LR schedule.
         valid = distributed.broadcast(self.task.validate() if self.dist.main else None, self.dist)

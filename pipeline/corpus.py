@@ -9,6 +9,7 @@ it, as the grammar does) and ``data/metrics/corpus.json``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,8 +41,8 @@ def spec(source: str) -> stage.StageSpec:
             "pipeline/io.py",
             "pipeline/params.py",
         ),
-        outs=(str(paths.DOCS),),
-        metrics=(str(paths.ORACLE), str(paths.CORPUS_METRICS)),
+        # Statistics are plain outputs, not DVC metrics: `dvc metrics show` stays the models' table.
+        outs=(str(paths.DOCS), str(paths.ORACLE), str(paths.CORPUS_METRICS)),
     )
 
 
@@ -49,9 +50,14 @@ def write_documents(batches: Iterable[pa.Table], folder: Path, describe: str) ->
     """Number the rows, write the shards atomically, and return per-split sums."""
     stats: dict[str, dict[str, Any]] = {}
     next_id = 0
+    # The first batch is read before any folder is made: a source that rejects its input
+    # (most check the whole file, or its head, first) then fails without creating even the
+    # empty parent folder that atomic_dir would leave behind.
+    batches = iter(batches)
+    first = next(batches, None)
     with atomic_dir(folder) as tmp:
         writer: ShardWriter | None = None
-        for table in batches:
+        for table in itertools.chain([] if first is None else [first], batches):
             if table.num_rows == 0:
                 continue
             table = table.add_column(0, "doc_id", pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64)))

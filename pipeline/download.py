@@ -43,7 +43,7 @@ import requests
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from pipeline.errors import DataError
-from pipeline.io import fsync_dir, atomic_open, sha256_file
+from pipeline.io import atomic_open, fsync_dir, sha256_file
 
 USER_AGENT = "rnnlab/0.1 (research data pipeline; python-requests)"
 CHUNK = 1 << 20
@@ -61,6 +61,17 @@ def local_path(url: str) -> Path:
     if parts.scheme.lower() == "file":
         return Path(url2pathname(unquote(parts.path)))
     return Path(url)
+
+
+def damaged_fix(url: str, path: str | Path, key: str) -> str:
+    """What to do about a damaged or malformed input file, for the end of an error message.
+
+    A downloaded copy can be fetched again; a local file cannot, and advising a download
+    for it would send the user in circles. ``key``: the params key of the url.
+    """
+    if is_remote(url):
+        return f"delete {path} and rerun to download it again, or check that {key} serves this dataset"
+    return f"{path} is a local file: replace it with an intact copy of the dataset, or point {key} at one"
 
 
 def cache_name(url: str, filename: str | None = None) -> str:

@@ -42,15 +42,17 @@ def spec() -> stage.StageSpec:
             "pipeline/vocab.py",
             "pipeline/windows.py",
         ),
-        outs=(str(IMDB_DATA.docs), str(IMDB_DATA.tokens), str(IMDB_DATA.vocab), str(IMDB_DATA.windows)),
-        metrics=(str(IMDB_DATA.metrics),),
+        outs=tuple(str(p) for p in (IMDB_DATA.docs, IMDB_DATA.tokens, IMDB_DATA.vocab, IMDB_DATA.windows,
+                                    IMDB_DATA.metrics)),
     )
 
 
 def run(params_file: str) -> dict:
     cfg = load_params(spec().params, params_file)["imdb_data"]
-    stats = build_text_dataset(imdb.read(cfg.source), IMDB_DATA, "word", cfg.tokenize, cfg.vocab, cfg.windows,
-                               "IMDB (imdb_data.source)")  # fmt: skip
+    reviews = imdb.read(cfg.source, key="imdb_data.source")
+    stats = build_text_dataset(
+        reviews, IMDB_DATA, "word", cfg.tokenize, cfg.vocab, cfg.windows, "IMDB (imdb_data.source)"
+    )
     check_classes(stats["labels"], IMDB_DATA.docs)
     write_json(IMDB_DATA.metrics, stats)
     return stats

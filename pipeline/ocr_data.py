@@ -112,14 +112,13 @@ def spec() -> stage.StageSpec:
             "pipeline/sources/__init__.py",
             "pipeline/sources/ocr.py",
         ),
-        outs=(str(DOCS),),
-        metrics=(str(METRICS),),
+        outs=(str(DOCS), str(METRICS)),
     )
 
 
 def run(params_file: str, docs_dir: Path = DOCS, metrics: Path = METRICS) -> dict[str, Any]:
     cfg = load_params(spec().params, params_file)["ocr_data"]
-    write_documents(ocr.read(cfg.source), docs_dir, "OCR letters (ocr_data.source)")
+    write_documents(ocr.read(cfg.source, key="ocr_data.source"), docs_dir, "OCR letters (ocr_data.source)")
     out = stats(docs_dir)
     write_json(metrics, out)
     return out

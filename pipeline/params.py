@@ -24,7 +24,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline import paths
-from pipeline.errors import ParamsError
+from pipeline.errors import ParamsError, shown
 
 
 def _cell_name(v: str) -> str:
@@ -79,7 +79,7 @@ class TextParams(Section):
 
 def _sha256_hex(v: str | None) -> str | None:
     if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
-        raise ValueError(f"must be 64 hex digits (a sha256) or null, got {v!r}")
+        raise ValueError(f"must be 64 hex digits (a sha256) or null, got {shown(v)}")
     return v.lower() if v is not None else None
 
 
@@ -137,6 +137,9 @@ class ImdbParams(DownloadParams):
     url: str = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
     sha256: str | None = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
     unsup: bool = False  # also the 50k unlabelled reviews (split "unsup")
+    # One review file at most (MB = 10**6 bytes); a real review is under 15 KB. A larger member is an
+    # error naming it, before it is read: memory stays bounded whatever the archive holds.
+    max_review_mb: float = Field(64.0, gt=0)
     holdout: float = Field(0.1, ge=0.0, lt=0.5)  # of train, moved to valid (IMDB has no valid split)
     seed: int = 0
 
@@ -148,6 +151,11 @@ class OcrParams(DownloadParams):
     valid_folds: tuple[int, ...] = (8,)  # folds 0-9; the rest is train
     test_folds: tuple[int, ...] = (9,)
     max_length: int | None = Field(None, ge=1)  # pad words to this many letters (null: the longest word)
+    # With max_length null, a word longer than this is an error naming it and this key. Padding to the
+    # longest word makes the table words x longest x 128 bytes: one hostile 10,000-letter word would
+    # need gigabytes. Taskar's longest word has 14 letters.
+    length_cap: int = Field(64, ge=1)
+    max_line_mb: float = Field(1.0, gt=0)  # one line of the file at most (MB = 10**6 bytes); a real one is ~270 bytes
 
     @field_validator("valid_folds", "test_folds")
     @classmethod
@@ -286,6 +294,13 @@ class DistributedParams(Section):
     nproc: int = Field(1, ge=1)
 
 
+# MiB: the largest logits tensor (rows x vocabulary, fp32) that training, evaluation and scoring hold
+# at once. They compute the output layer over slices of rows (time steps x sequences) below it, so
+# memory no longer grows with the vocabulary; results are the same up to float summation order.
+# params.yaml repeats it (train.<level>.logits_mb, evaluate.logits_mb); tests/test_params.py keeps them equal.
+LOGITS_MB = 64.0
+
+
 class LoopParams(Section):
     """The training loop every model shares (models.trainer.Trainer): optimizer, clipping,
     LR schedule, epochs, checkpoints, seed and device. Task sections extend it."""
@@ -315,10 +330,23 @@ class TrainParams(LoopParams):
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between layers and on the output
     tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
+    # full: one softmax over the vocabulary. adaptive: torch's AdaptiveLogSoftmaxWithLoss (Grave et
+    # al. 2017): a head over the `cutoffs[0]` most frequent ids plus one entry per tail cluster, for
+    # large vocabularies (README "Large vocabularies and memory"). Ids are sorted by frequency.
+    output: Literal["full", "adaptive"] = "full"
+    cutoffs: tuple[int, ...] | None = None  # adaptive: where the head and each cluster end; null: models.config's rule
     mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
     batch_size: int = Field(32, ge=1)
     bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
+    logits_mb: float = Field(LOGITS_MB, gt=0)  # largest logits slice held at once in training and validation
     distributed: DistributedParams = DistributedParams()  # `-S train.word.distributed.nproc=2`
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _increasing(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (not v or v[0] < 1 or list(v) != sorted(set(v))):
+            raise ValueError(f"must be increasing ids ≥ 1, e.g. [2000, 10000], or null, got {list(v)}")
+        return v
 
 
 class TrainLevels(Section):
@@ -331,6 +359,7 @@ class EvaluateParams(Section):
 
     splits: tuple[Literal["train", "valid", "test"], ...] = ("valid", "test")
     batch_size: int = Field(64, ge=1)  # sequences evaluated side by side; every token is still scored once
+    logits_mb: float = Field(LOGITS_MB, gt=0)  # largest logits slice held at once: see LOGITS_MB
 
 
 class SampleParams(Section):
@@ -587,13 +616,22 @@ class Params(Section):
     preprocess: PreprocessParams
 
 
+# Error messages stay a few KB whatever the file holds: each problem line is cut to about
+# _LINE_CHARS characters (a bad value shows as its first ~200 with its type and length), and
+# at most _MAX_PROBLEMS are listed. A 500-byte YAML alias bomb once made a 2.8 GB message.
+_MAX_PROBLEMS = 10
+_LINE_CHARS = 300
+_KEY_CHARS = 60
+
+
 def _key(loc: Iterable[Any]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            name = str(part)  # a key may be anything YAML allows; an unknown one may be huge
+            out += ("." if out else "") + (name if len(name) <= _KEY_CHARS else shown(name, _KEY_CHARS))
     return out or "(top level)"
 
 
@@ -609,50 +647,99 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
 
 
 def _describe(err: dict[str, Any]) -> str:
-    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
+    kind, ctx = err["type"], err.get("ctx", {})
+    got = shown(err.get("input"))
     if kind == "extra_forbidden":
         valid = _fields_at(tuple(err["loc"][:-1]))
         return "unknown key" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
     if kind == "missing":
         return "missing; add it to params.yaml"
     if kind == "greater_than_equal":
-        return f"must be ≥ {ctx['ge']}, got {got!r}"
+        return f"must be ≥ {ctx['ge']}, got {got}"
     if kind == "greater_than":
-        return f"must be > {ctx['gt']}, got {got!r}"
+        return f"must be > {ctx['gt']}, got {got}"
     if kind == "less_than_equal":
-        return f"must be ≤ {ctx['le']}, got {got!r}"
+        return f"must be ≤ {ctx['le']}, got {got}"
     if kind == "less_than":
-        return f"must be < {ctx['lt']}, got {got!r}"
+        return f"must be < {ctx['lt']}, got {got}"
     if kind == "literal_error":
-        return f"must be one of {ctx['expected'].replace(' or ', ', ')}, got {got!r}"
+        return f"must be one of {ctx['expected'].replace(' or ', ', ')}, got {got}"
     if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+        text = str(ctx.get("error", err["msg"]))
+        if len(text) > _LINE_CHARS:
+            # Our validators end with ", got <repr of the value>": keep the rule, show the value bounded.
+            head, sep, _ = text.partition(", got ")
+            text = (head[:_LINE_CHARS] + sep + got) if sep else shown(text, _LINE_CHARS)
+        return text
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"
 
 
 def validate(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
-    """Validate a parsed params mapping; raise ParamsError listing every problem."""
+    """Validate a parsed params mapping; raise ParamsError listing its problems (at most _MAX_PROBLEMS)."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        problems = [f"  {_key(err['loc'])}: {_describe(err)}" for err in e.errors()]
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise ParamsError(f"{source} has {len(problems)} {noun}:\n" + "\n".join(problems)) from None
+        errors = e.errors()
+        problems = [f"  {_key(err['loc'])}: {_describe(err)}"[: _LINE_CHARS + 120] for err in errors[:_MAX_PROBLEMS]]
+        noun = "problem" if len(errors) == 1 else "problems"
+        more = ""
+        if len(errors) > _MAX_PROBLEMS:
+            more = f" (the first {_MAX_PROBLEMS} below; fix them and rerun for the rest)"
+        raise ParamsError(f"{source} has {len(errors)} {noun}{more}:\n" + "\n".join(problems)) from None
+    except RecursionError:  # pydantic walking a structure that YAML nested just under Python's limit
+        raise ParamsError(
+            f"{source}: a value is nested too deeply to validate; params.yaml needs a few levels"
+        ) from None
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _position(data: bytes, offset: int) -> str:
+    """``line:column`` (1-based) of a byte offset."""
+    line = data.count(b"\n", 0, offset) + 1
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return f"{line}:{offset - line_start + 1}"
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate the whole params file."""
+    """Read and validate the whole params file; every failure is one ParamsError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the repository root, or pass --params") from None
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: is a folder, not a file; pass the params file itself (--params)") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot be read ({e.strerror or type(e).__name__}); check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(
+            f"{path}:{_position(data, e.start)}: byte {data[e.start]:#04x} is not UTF-8; save the file as UTF-8"
+        ) from None
     try:
         raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = _cut(str(e.problem or e.context))
+        raise ParamsError(f"{where}: not valid YAML ({what}); fix the syntax there") from None
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        raise ParamsError(f"{path}: not valid YAML ({_cut(str(e).partition(chr(10))[0])})") from None
+    except RecursionError:
+        raise ParamsError(
+            f"{path}: nested too deeply to parse (Python's recursion limit); params.yaml needs a few levels"
+        ) from None
+    except (ValueError, OverflowError) as e:  # a YAML int of over 4300 digits, a date such as 2024-13-45
+        reason = _cut(str(e).partition(";")[0])  # Python's hint (set_int_max_str_digits) is not the fix here
+        raise ParamsError(
+            f"{path}: not valid YAML: a number or date cannot be read ({reason}); fix that value"
+        ) from None
     return validate(raw, str(path))
 
 

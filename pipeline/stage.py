@@ -9,7 +9,9 @@ declarations cannot drift from the code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,10 +45,22 @@ def parser(doc: str | None, *, level: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-def run(body: Callable[[], object]) -> int:
-    """Run a stage body; print a user error as one clean message (exit 2)."""
+def run(body: Callable[[], object], setup: Callable[[], object] | None = None) -> int:
+    """Run a stage body; print a user error as one clean message (exit 2).
+
+    ``setup`` runs first, untimed (waiting for a server is not the stage's work). Under DVC
+    (which names the stage in ``DVC_STAGE``) one line reports how long the body worked, so
+    that ``bench/repro.py`` can tell the stages' own work from what surrounds it.
+    """
     try:
-        body()
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        try:
+            body()
+        finally:
+            if stage_name := os.environ.get("DVC_STAGE"):
+                print(f"rnnlab: stage {stage_name} worked {time.perf_counter() - start:.3f} s", file=sys.stderr)
     except RnnlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -164,8 +164,7 @@ def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"vocab.{level}",),
         deps=("pipeline/vocab.py", "pipeline/shards.py", "pipeline/io.py", "pipeline/params.py", str(paths.tokens(level))),
-        outs=(str(paths.vocab(level)),),
-        metrics=(str(paths.vocab_metrics(level)),),
+        outs=(str(paths.vocab(level)), str(paths.vocab_metrics(level))),
     )
 
 

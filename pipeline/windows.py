@@ -251,8 +251,7 @@ def spec(level: str) -> stage.StageSpec:
             str(paths.tokens(level)),
             str(paths.vocab(level)),
         ),
-        outs=(str(paths.windows(level)),),
-        metrics=(str(paths.windows_metrics(level)),),
+        outs=(str(paths.windows(level)), str(paths.windows_metrics(level))),
     )
 
 

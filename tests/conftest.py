@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support import SHARED_DATA, SMALL_CORPUS, run_data_stages, write_params
+
+# Tests write only to temporary folders: hypothesis would keep its example database and a cache
+# of constants in ./.hypothesis, inside the repository (and copy_repo would copy them).
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="rnnlab-hypothesis-"))
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +30,7 @@ def shared_data() -> Path:
 
 # Prefect reads its settings when first imported: keep its home (database, results) out
 # of the repository and the telemetry off, for every test in this process.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rnnlab-test-prefect-"))
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="rnnlab-test-prefect-")  # never the project's .prefect/
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 # The real params, shrunk: models of a few thousand weights, a few steps.

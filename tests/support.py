@@ -1,7 +1,7 @@
 """Helpers shared by tests: a throwaway copy of the repo, real DVC, real params.
 
 Tests never write into the repository: ``copy_repo`` makes a fresh git repo
-under ``tmp_path`` holding the project's files, and every command runs there.
+(one commit, as a clone) under ``tmp_path`` holding the project's files, and every command runs there.
 """
 
 from __future__ import annotations
@@ -18,17 +18,24 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+GIT = ["git", "-c", "user.name=rnnlab test", "-c", "user.email=test@rnnlab.invalid"]  # no identity needed
 SHARED_DATA = ROOT.parent / "shared" / "data"
 VENV_BIN = Path(sys.executable).parent
 
 
+# The pipeline's state from the developer's own runs: a lock file names outputs that a copy does
+# not have (data/ and artifacts/ are ignored), so `dvc push` could never send them and
+# `dvc status --cloud` would report them missing from any remote. A test repo starts clean.
+RUN_STATE = ("dvc.lock", "tasks/dvc.lock", "registry.dvc")
+
+
 def project_files() -> list[str]:
-    """Tracked files plus untracked ones git does not ignore (work in progress counts)."""
+    """Tracked files plus untracked ones git does not ignore (work in progress counts), without RUN_STATE."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT, check=True, capture_output=True,
     ).stdout  # fmt: skip
-    return [f for f in out.decode().split("\0") if f and (ROOT / f).is_file()]
+    return [f for f in out.decode().split("\0") if f and f not in RUN_STATE and (ROOT / f).is_file()]
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -52,9 +59,15 @@ def copy_repo(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    # The sandbox keeps DVC's site cache and Prefect's home inside the repo: not for git.
+    with open(dest / ".git/info/exclude", "a", encoding="utf-8") as f:
+        f.write("/.dvc-site/\n/.prefect/\n")
     env = tool_env(PREFECT_HOME=str(dest / ".prefect"))
     # DVC keeps a per-repo site cache outside the repo by default; keep it in the sandbox.
     run(dest, "dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site"), env=env)
+    # One commit, as a clone has: DVCLive reads the baseline commit, `dvc exp run` needs one.
+    run(dest, "git", "add", "-A", env=env)
+    run(dest, *GIT, "commit", "-qm", "a copy of the project", env=env)
     return dest
 
 
@@ -110,3 +123,13 @@ def run_data_stages(root: Path, *, windows: bool = True) -> Path:
             if windows:
                 windows_stage.run(level, "params.yaml")
     return root
+
+
+def run_train(level: str, params_file: str = "params.yaml") -> dict[str, Any]:
+    """The lm stage's train subflow on ``params_file``, as the stage calls it (needs a Prefect API)."""
+    from flows import lm, train
+    from flows.common import tokenizer_settings
+    from pipeline.params import load_params as load_typed
+
+    cfg = load_typed(lm.spec(level).params, params_file)
+    return train.train(level, cfg[f"train.{level}"], tokenizer_settings(level, cfg[f"tokenize.{level}"]))

@@ -1,4 +1,5 @@
-"""The train, evaluate and sample flows under one Prefect test server: caching, resume, artifacts."""
+"""The language-model flows under one Prefect test server: the lm stage's flow and its train, evaluate
+and sample subflows; caching, resume, DVCLive's files, artifacts."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
 from prefect.client.schemas.sorting import ArtifactSort
 
-from flows import evaluate, sample, train
+from flows import evaluate, lm, sample, train
 from flows.common import checkpoints
 from models import checkpoint as ckpt
+from pipeline.params import load_params
+from tests.support import run_train
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -34,20 +37,17 @@ def latest_artifact(key: str) -> str:
 
 
 def test_train_is_cached_on_its_fingerprint_and_recomputes_a_lost_checkpoint(lm_workdir: Path) -> None:
-    first = train.run("word", "params.yaml")
+    first = run_train("word")
     assert not first["cached"] and first["sha256"] == ckpt.sha256_file(checkpoints("word") / ckpt.FILE)
-    history = Path("artifacts/word/history.csv").read_text()
-    assert history.splitlines()[0] == "epoch,step,train_loss,valid_loss,valid_perplexity,lr"
-    assert len(history.splitlines()) == 3  # two epochs
+    assert [h["epoch"] for h in first["history"]] == [1, 2]
 
-    Path("artifacts/word/history.csv").unlink()  # as DVC does before rerunning a stage
-    second = train.run("word", "params.yaml")
+    second = run_train("word")
     assert second["cached"] and second["sha256"] == first["sha256"]
-    assert Path("artifacts/word/history.csv").read_text() == history  # rewritten from the cached record
+    assert second["history"] == first["history"]  # the cached record
 
     weights = ckpt.load(checkpoints("word"))["model"]
     (checkpoints("word") / ckpt.FILE).unlink()  # the cache entry now points at nothing
-    third = train.run("word", "params.yaml")
+    third = run_train("word")
     assert not third["cached"] and third["history"] == first["history"]  # retrained
     again = ckpt.load(checkpoints("word"))["model"]
     # Bit for bit, and byte for byte: the checkpoint file itself is deterministic.
@@ -69,15 +69,16 @@ def test_a_killed_training_resumes_from_its_checkpoint(lm_workdir: Path) -> None
     t = lm_trainer(p.train.char, Path("data/windows/char"), checkpoints("char"), Vocab.load("data/vocab/char.json"),
                 {"fingerprint": fp, "tokenizer": tok, "vocab_path": "data/vocab/char.json"})  # fmt: skip
     t.run_epoch()  # one epoch of two, then "killed"
-    out = train.run("char", "params.yaml")
+    out = run_train("char")
     assert not out["cached"] and [h["epoch"] for h in out["history"]] == [1, 2]
     assert out["history"][0] == t.history[0]  # epoch 1 was not redone
 
 
 def test_evaluate_and_sample_write_metrics_samples_and_artifacts(lm_workdir: Path) -> None:
-    train.run("word", "params.yaml")
-    result = evaluate.run("word", "params.yaml")
-    saved = json.loads(Path("artifacts/word/metrics.json").read_text())
+    run_train("word")
+    cfg = load_params(lm.spec("word").params)
+    result = evaluate.evaluate("word", cfg["evaluate"])
+    saved = json.loads(Path("artifacts/word/evaluation.json").read_text())
     assert saved == json.loads(json.dumps(result)) and set(saved) == {"valid", "test"}
     oracle = json.loads(Path("data/corpus/oracle.json").read_text())["word"]
     for split, m in saved.items():
@@ -86,7 +87,30 @@ def test_evaluate_and_sample_write_metrics_samples_and_artifacts(lm_workdir: Pat
         assert {"loss", "bits_per_token", "error_rate"} <= set(m)
     assert "oracle_gap" in latest_artifact("word-metrics")
 
-    lines = sample.run("word", "params.yaml")
+    lines = sample.sample("word", cfg["sample.word"])
     assert Path("artifacts/word/samples.txt").read_text().splitlines() == lines
     assert len(lines) == 3 and all(line.startswith("the") for line in lines)  # 2 samples + greedy
     assert "Greedy" in latest_artifact("word-samples")
+
+
+def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm_workdir: Path) -> None:
+    out = lm.run("char", "params.yaml")
+    art = Path("artifacts/char")
+    for name in ("checkpoints/last.pt", "ngram.json", "evaluation.json", "samples.txt"):
+        assert (art / name).is_file(), name
+    # DVCLive: one row per epoch (step = epoch) per curve, and the test split's headline as metrics.
+    for curve in lm.CURVES:
+        rows = (art / "plots/metrics" / f"{curve}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\t{curve}" and [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]
+    headline = json.loads((art / "metrics.json").read_text())
+    test = json.loads((art / "evaluation.json").read_text())["test"]
+    assert headline == {"test_perplexity": test["perplexity"], "test_bits": test["bits_per_char"],
+                        "oracle_gap": test["oracle_gap"], "ngram_perplexity": test["ngram_perplexity"],
+                        "step": 2}  # fmt: skip
+    assert out["evaluation"]["test"] == test
+
+    # Again, as after a changed sample param: the training is a cache hit, every output the same bytes.
+    before = {p: p.read_bytes() for p in art.rglob("*") if p.is_file()}
+    again = lm.run("char", "params.yaml")
+    assert again["train"]["cached"]
+    assert {p: p.read_bytes() for p in art.rglob("*") if p.is_file()} == before

@@ -7,6 +7,7 @@ limit the same pair overlaps, so the check can fail.
 from __future__ import annotations
 
 import datetime
+import re
 import shutil
 import subprocess
 import time
@@ -19,17 +20,34 @@ import requests
 from flows import common, train
 from tests.support import VENV_BIN, tool_env
 
-# A flow whose one task holds the `gpu` tag for `seconds`: the smallest stand-in for a training.
-# Both processes meet at a barrier (files in a folder) before the task, so their tasks ask for
-# the slot at the same moment however long each took to import Prefect on a busy machine. An
-# untagged warm-up task first loads the task engine, which alone can take seconds on 2 busy cores.
+# A flow whose one task holds the `gpu` tag: the smallest stand-in for a training. Both processes
+# meet at a barrier (files in a folder) before the task, so their tasks ask for the slot at about
+# the same moment however long each took to import Prefect on a busy machine. An untagged warm-up
+# task first loads the task engine, which alone can take seconds on 2 busy cores. Every wait polls
+# with a deadline of minutes: on a busy machine it only takes longer.
+#
+# Without a limit, each task also waits inside its slot until its peer's task has started too
+# ("meet"), so the overlap does not depend on timing; with limit 1 that wait would deadlock (the
+# peer cannot start until the slot is free), so the limited pair just holds for HOLD_SECONDS.
 JOB = """
 import os, sys, time
 from pathlib import Path
 from prefect import flow, task
 
+DEADLINE = 300  # seconds
+
+def wait_for(folder: Path, parties: int) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while len(os.listdir(folder)) < parties:
+        if time.monotonic() > deadline:
+            sys.exit(f"waited {DEADLINE} s for {parties} processes in {folder}, in vain")
+        time.sleep(0.05)
+
 @task(name="hold-gpu", tags=["gpu"])
-def hold(seconds: float) -> None:
+def hold(seconds: float, meet: str, parties: int) -> None:
+    if meet:
+        (Path(meet) / str(os.getpid())).touch()
+        wait_for(Path(meet), parties)
     time.sleep(seconds)
 
 @task(name="warm-up")
@@ -37,18 +55,16 @@ def warm_up() -> None:
     pass
 
 @flow(name="gpu-job")
-def job(seconds: float, barrier: str, parties: int) -> None:
+def job(seconds: float, barrier: str, parties: int, meet: str) -> None:
     warm_up()
     (Path(barrier) / str(os.getpid())).touch()
-    deadline = time.monotonic() + 60
-    while len(os.listdir(barrier)) < parties and time.monotonic() < deadline:
-        time.sleep(0.05)
-    hold(seconds)
+    wait_for(Path(barrier), parties)
+    hold(seconds, meet, parties)
 
 if __name__ == "__main__":
-    job(float(sys.argv[1]), sys.argv[2], int(sys.argv[3]))
+    job(float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "")
 """
-HOLD_SECONDS = 3.0
+HOLD_SECONDS = 1.0  # each limited task holds the slot this long: their intervals are then easy to tell apart
 
 
 def test_the_training_task_carries_the_gpu_tag() -> None:
@@ -91,10 +107,11 @@ def task_intervals(api: str, name: str, since: datetime.datetime, expect: int = 
     def t(s: str) -> float:
         return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300
     while True:
         runs = requests.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
-        done = sorted((t(r["start_time"]), t(r["end_time"])) for r in runs if r["end_time"])
+        mine = [r for r in runs if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]+", r["name"])]  # not "fit-ngram-..."
+        done = sorted((t(r["start_time"]), t(r["end_time"])) for r in mine if r["end_time"])
         if len(done) >= expect or time.monotonic() > deadline:
             print(f"{name} task runs (start, end):", done)
             return done
@@ -121,6 +138,8 @@ def job(tmp_path: Path, prefect_api: str) -> tuple[list[str], dict[str, str]]:
 def test_without_a_limit_two_gpu_tasks_overlap(job: tuple[list[str], dict[str, str]], prefect_api: str,
                                                tmp_path: Path) -> None:  # fmt: skip
     cmd, env = job
+    (tmp_path / "meet").mkdir()
+    cmd = [*cmd, str(tmp_path / "meet")]  # each task waits in its slot for the other's to start
     since = now()
     run_pair([cmd, cmd], [tmp_path, tmp_path], env)
     a, b = task_intervals(prefect_api, "hold-gpu", since)
@@ -140,11 +159,11 @@ def test_with_limit_1_two_gpu_tasks_take_turns(job: tuple[list[str], dict[str, s
 @pytest.mark.slow
 def test_two_real_trainings_share_one_gpu_slot(lm_data: Path, tmp_path: Path, prefect_api: str,
                                                gpu_limit: None) -> None:  # fmt: skip
-    """The real `train` flow, twice at once in two workspaces: its `fit` tasks take turns and both finish."""
+    """The real lm stage, twice at once in two workspaces: its `fit` tasks take turns and both finish."""
     works = [tmp_path / "a", tmp_path / "b"]
     for w in works:
         shutil.copytree(lm_data, w)
-    cmd = [str(VENV_BIN / "python"), "-m", "flows.train", "--level", "word"]
+    cmd = [str(VENV_BIN / "python"), "-m", "flows.lm", "--level", "word"]
     since = now()
     procs = [
         # Separate homes: separate result storage, so neither hits the other's training cache.

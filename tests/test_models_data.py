@@ -71,6 +71,16 @@ def test_segments_score_every_target_exactly_once(seg_len: int, warmup: int) -> 
     assert np.array_equal(inputs[rows, cols] + 1, targets[rows, cols])
 
 
+@pytest.mark.parametrize(("seg_len", "warmup"), [(1, 0), (3, 2), (7, 100)])
+def test_a_block_of_segments_is_computed_alone_and_equals_the_whole(tmp_path: Path, seg_len: int, warmup: int) -> None:
+    # Evaluation cuts each batch from the memory map on its own: memory of one batch, not of the split.
+    stream = np.load(_save(tmp_path, stream=np.arange(3, 60, dtype=np.uint16)) / "stream.npy", mmap_mode="r")
+    inputs, targets = segments(stream, seg_len, warmup)
+    for rows, cols in ((slice(0, 2), slice(None)), (slice(3, 5), slice(1, 4)), (slice(None), slice(2, 200))):
+        block_in, block_tgt = segments(stream, seg_len, warmup, rows=rows, cols=cols)
+        assert np.array_equal(block_in, inputs[rows, cols]) and np.array_equal(block_tgt, targets[rows, cols])
+
+
 @pytest.mark.parametrize("mode", ["stream", "window", "padded"])
 def test_eval_batches_score_each_token_once(lm_data: Path, mode: str) -> None:
     folder = lm_data / "data/windows/word/valid"

@@ -1,4 +1,4 @@
-"""The ngram stage (seed 002's baseline) and its place beside the RNN and the oracle in evaluate's table."""
+"""The ngram subflow (seed 002's baseline) and its place beside the RNN and the oracle in evaluate's table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flows import evaluate, ngram
 from flows.common import checkpoints, tokenizer_settings
 from models.lm import lm_trainer
 from models.ngram import fit
-from pipeline.params import read_params
+from pipeline.params import load_params, read_params
 from pipeline.vocab import Vocab
 from tests.test_flows import latest_artifact
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
     oracle = json.loads(Path("data/corpus/oracle.json").read_text())
     for level in ("word", "char"):
-        result = ngram.run(level, "params.yaml")
+        result = ngram.ngram(level, load_params([f"ngram.{level}"])[f"ngram.{level}"])
         saved = json.loads(Path(f"artifacts/{level}/ngram.json").read_text())
         assert saved == json.loads(json.dumps(result))
         assert saved["model"]["n"] == read_params("params.yaml").ngram.model_dump()[level]["n"]
@@ -45,8 +45,8 @@ def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> No
            "vocab_path": "data/vocab/word.json"}  # fmt: skip
     lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), Vocab.load("data/vocab/word.json"), run,
                log=lambda _: None).fit()  # fmt: skip
-    ngram.run("word", "params.yaml")
-    result = evaluate.run("word", "params.yaml")
+    scores = ngram.ngram("word", p.ngram.word)
+    result = evaluate.evaluate("word", p.evaluate, scores)
     baseline = json.loads(Path("artifacts/word/ngram.json").read_text())
     for split in ("valid", "test"):
         assert result[split]["ngram_perplexity"] == baseline[split]["perplexity"]

@@ -21,17 +21,13 @@ import pytest
 
 from flows import remote
 from tests.conftest import LM_PARAMS
-from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params
+from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 
 PY = str(VENV_BIN / "python")
-TARGETS = ("evaluate@word", "sample@word")
-GIT = ["git", "-c", "user.name=rnnlab test", "-c", "user.email=test@rnnlab.invalid"]
+TARGETS = ("lm@word",)
 
 
 def commit(repo: Path, message: str, env: dict[str, str]) -> None:
-    # The sandbox keeps DVC's site cache and Prefect's home inside the repo: not for git.
-    with open(repo / ".git/info/exclude", "a", encoding="utf-8") as f:
-        f.write("/.dvc-site/\n/.prefect/\n")
     run(repo, "git", "add", "-A", env=env)
     run(repo, *GIT, "commit", "-qm", message, env=env)
 

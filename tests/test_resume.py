@@ -63,9 +63,11 @@ def test_sigkill_at_any_point_then_rerun_gives_bit_identical_weights(lm_data: Pa
         seen = _progress(out)
         if attempt < len(delays):
             # Wait for this process to write a checkpoint of its own, then kill it a moment later.
+            deadline = time.monotonic() + 300
             while proc.poll() is None and _progress(out) == seen:
+                assert time.monotonic() < deadline, "waited 300 s for the training to write a checkpoint"
                 time.sleep(0.002)
-            time.sleep(delays[attempt])
+            time.sleep(delays[attempt])  # not a wait: where in the step the kill lands
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()

@@ -16,7 +16,7 @@ from pipeline.errors import ParamsError
 from pipeline.io import read_json, sha256_file
 from pipeline.params import cron_problem, read_params, validate
 from pipeline.vocab import Vocab
-from tests.prefect_server import free_port
+from flows.server import free_port
 from tests.support import ROOT, load_params, merge, tool_env, write_params
 
 # --- the schedule section ---------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_an_unreachable_prefect_api_says_what_it_is_and_how_to_start_a_server() 
     with pytest.raises(serve.PrefectApiError) as e:
         serve.check_api(url, timeout=2)
     msg = str(e.value)
-    assert f"PREFECT_API_URL={url}" in msg and "make server" in msg and "prefect server start" in msg
+    assert f"PREFECT_API_URL={url}" in msg and "make server" in msg and "rnnlab server" in msg
     with pytest.raises(serve.PrefectApiError, match=r"PREFECT_API_URL is not set.*make server"):
         serve.check_api(None)
 

@@ -36,7 +36,7 @@ def test_tasks_pipeline_is_separate_runs_from_the_root_and_is_checked(tmp_path: 
     assert all(Path(s.wdir) == repo for s in tasks.values())
     assert all(p.def_path == "params.yaml" for s in tasks.values() for p in s.params)
     default = {name for (path, name) in stages if path == "dvc.yaml"}
-    assert {"ngram@word", "ngram@char", "skipgram"} <= default and not default & set(tasks)
+    assert {"lm@word", "lm@char", "skipgram"} <= default and not default & set(tasks)
 
 
 @pytest.mark.slow
@@ -63,8 +63,9 @@ def test_repro_skipgram_then_every_task(tmp_path: Path, shared_data: Path) -> No
         vocab = read_json(repo / "data/vocab/word.json")["tokens"]
         assert emb.shape == (len(vocab), 16) and read_json(art / "embeddings.json")["vocab"]["size"] == len(vocab)
         assert (art / "vectors.txt").read_text().splitlines()[0] == f"{len(vocab) - 3} 16"
-        metrics = read_json(art / "metrics.json")
-        assert set(metrics["neighbors"]) == {"cat", "ran"} and len(metrics["neighbors"]["cat"]) == 10
+        report = read_json(art / "report.json")
+        assert set(report["neighbors"]) == {"cat", "ran"} and len(report["neighbors"]["cat"]) == 10
+        assert read_json(art / "metrics.json") == {"valid_loss": report["valid_loss"], "step": 1}  # DVCLive
         nb = run(repo, "python", "-m", "flows.cli", "neighbors", "cat", "-k", "3", "--json", env=env).stdout
         assert len(json.loads(nb)["neighbors"]["cat"]) == 3
 

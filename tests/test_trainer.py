@@ -111,11 +111,11 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(lm_da
     t = make(lm_data, tmp_path, checkpoint_every=5)
     calls = {"n": 0}
 
-    def poison(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    def poison(module: torch.nn.Module, inputs: Any, output: tuple[torch.Tensor, Any]) -> tuple[torch.Tensor, Any]:
         calls["n"] += module.training  # count training steps only, not validation batches
-        return output * float("nan") if calls["n"] == 8 and module.training else output
+        return (output[0] * float("nan"), output[1]) if calls["n"] == 8 and module.training else output
 
-    t.model.decoder.register_forward_hook(poison)
+    t.model.rnn.register_forward_hook(poison)  # the recurrent layer's outputs (T, B, H), and its state
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 8 \(epoch 2\); the last good checkpoint "
                        r"is kept at .*last\.pt\. Lower train\.lr"):  # fmt: skip
         t.fit()

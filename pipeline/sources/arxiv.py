@@ -22,7 +22,10 @@ warning), one that stays empty fails, naming the URL.
 
 Errors. A query arXiv rejects comes back as HTTP 400 with an Atom feed whose
 single entry is the error (id ``…/api/errors#…``); its message is shown as is,
-e.g. ``incorrect id format for abc``.
+e.g. ``incorrect id format for abc``. Entities are never resolved: an abstract that
+holds an entity reference (``&name;``, declared by a DOCTYPE the real API never
+sends) is dropped and counted, and the count is reported, so a feed whose abstracts
+were all dropped that way is not mistaken for a query that matched nothing.
 
 Cache. Every accepted page is written to ``<cache_dir>/arxiv/<query hash>/``
 (with a ``query.json`` naming it), so a rerun, or a run resumed after a failure,
@@ -52,9 +55,10 @@ import requests
 from lxml import etree
 
 from pipeline.download import request
-from pipeline.errors import DataError, ParamsError
+from pipeline.errors import DataError, ParamsError, shown
 from pipeline.io import atomic_open
 from pipeline.params import ArxivParams
+from pipeline.sources import xmlerrors
 from pipeline.sources.text import holdout_splits
 
 NS = {
@@ -77,6 +81,7 @@ class Paper:
     categories: tuple[str, ...]
     primary_category: str
     published: str
+    refused_entity: str = ""  # the entity whose reference emptied the abstract (refused, never expanded)
 
     @property
     def base_id(self) -> str:
@@ -113,40 +118,70 @@ def _norm(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
+def _count(text: str | None, name: str, url: str) -> int:
+    """An opensearch count: a whole number (absent: 0), else a DataError naming the element."""
+    value = (text or "0").strip() or "0"
+    # isascii: str.isdigit accepts "²", which int() refuses; 18 digits keep int() cheap and in int64.
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise DataError(f"{url}: opensearch:{name} is {shown(value, 60)}, not a whole number; is this the arXiv API?")
+    return int(value)
+
+
+def _entity(element: etree._Element | None) -> str:
+    """The name of the first entity reference inside ``element`` ("" if none): its text stops there."""
+    if element is None:
+        return ""
+    for node in element.iter(etree.Entity):
+        return str(node.name)
+    return ""
+
+
 def parse_feed(body: bytes, url: str) -> Page:
     """Parse one Atom response; raise ArxivError with arXiv's message for an error feed."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
         root = etree.fromstring(body, parser=parser)
     except etree.XMLSyntaxError as e:
-        raise DataError(f"{url}: not an Atom feed ({e}): {body[:200]!r}") from None
+        problem = xmlerrors.problem(e)
+        if problem.entities and not problem.line:
+            raise DataError(f"{url}: {xmlerrors.REFUSED} ({problem.message}); the arXiv API never sends one") from None
+        raise DataError(
+            f"{problem.where(url)}: not an Atom feed ({problem.message}): {shown(body[:200])}; check corpus.arxiv.url"
+        ) from None
     entries = root.findall("atom:entry", NS)
     for entry in entries:
         entry_id = entry.findtext("atom:id", "", NS)
         if "/api/errors" in entry_id:
+            message = _norm(entry.findtext("atom:summary", "", NS))
             raise ArxivError(
-                f"{url}: arXiv rejected the query: {_norm(entry.findtext('atom:summary', '', NS))} "
-                f"({entry_id}); fix corpus.arxiv in params.yaml"
+                f"{url}: arXiv rejected the query: {message if len(message) <= 300 else message[:299] + '…'} "
+                f"({shown(entry_id, 120)}); fix corpus.arxiv in params.yaml"
             )
     total = root.findtext("opensearch:totalResults", None, NS)
-    start = root.findtext("opensearch:startIndex", "0", NS)
-    if total is None or not total.strip().isdigit():
+    if total is None:
         raise DataError(f"{url}: the feed has no opensearch:totalResults; is this the arXiv API?")
+    start = root.findtext("opensearch:startIndex", "0", NS)
+    counts = _count(total, "totalResults", url), _count(start, "startIndex", url)
     papers = []
     for entry in entries:
         raw_id = _norm(entry.findtext("atom:id", "", NS))
         primary = entry.find("arxiv:primary_category", NS)
+        summary = entry.find("atom:summary", NS)
+        # Entities stay unresolved, so findtext would return the abstract cut at the reference:
+        # such an abstract is refused whole (and counted by read), not kept truncated.
+        refused = _entity(summary)
         papers.append(
             Paper(
                 id=raw_id.split("/abs/", 1)[-1],
                 title=_norm(entry.findtext("atom:title", "", NS)),
-                abstract=_norm(entry.findtext("atom:summary", "", NS)),
+                abstract="" if refused else _norm(summary.text if summary is not None else ""),
                 categories=tuple(c.get("term", "") for c in entry.iterfind("atom:category", NS)),
                 primary_category=primary.get("term", "") if primary is not None else "",
                 published=_norm(entry.findtext("atom:published", "", NS)),
+                refused_entity=refused,
             )
         )
-    return Page(int(total), int(start.strip() or 0), tuple(papers))
+    return Page(*counts, tuple(papers))
 
 
 class _Client:
@@ -296,7 +331,11 @@ def read(params: ArxivParams) -> Iterator[pa.Table]:
     """The query's papers as document-table batches."""
     batch: list[Paper] = []
     count = 0
+    refused: list[str] = []  # the entity of each abstract dropped for holding one
     for paper in iter_papers(params):
+        if paper.refused_entity:
+            refused.append(paper.refused_entity)
+            continue
         if not paper.abstract:
             continue
         batch.append(paper)
@@ -306,6 +345,18 @@ def read(params: ArxivParams) -> Iterator[pa.Table]:
             batch = []
     if batch:
         yield papers_table(batch, params)
+    if refused:
+        name = refused[0] if len(refused[0]) <= 40 else refused[0][:39] + "…"
+        what = (
+            f"{len(refused)} abstract{'s' if len(refused) > 1 else ''} held an entity reference "
+            f"(&{name};{' and others' if len(set(refused)) > 1 else ''}), which this reader refuses to expand"
+        )
+        if count == 0:
+            raise DataError(
+                f"arxiv: {what}, and no other paper was left: the feed at {params.url} declares entities, which "
+                "the arXiv API never does; check corpus.arxiv.url"
+            )
+        print(f"arxiv: dropped {what}; {count} papers kept", file=sys.stderr)
     if count == 0:
         raise DataError(
             f"arxiv: the query {build_query(params.categories, params.keywords)!r} matched no papers; "

@@ -49,16 +49,22 @@ def iter_lines(path: Path, errors: str = "strict") -> Iterator[tuple[int, str]]:
     """(line number, line) for each non-blank line of a file, decoded in bounded slices."""
     lineno = 0
     offset = 0
-    tail = b""
+    # The unfinished last line, in pieces: joined once its newline comes. Re-joining and
+    # re-searching it on every slice was quadratic in the length of a line without newlines.
+    tail: list[bytes] = []
     with open(path, "rb") as f:
         while True:
             chunk = f.read(CHUNK_BYTES)
-            data = tail + chunk
             if chunk:
-                cut = data.rfind(b"\n") + 1  # decode whole lines only, so a character never splits
-                data, tail = data[:cut], data[cut:]
+                cut = chunk.rfind(b"\n") + 1  # decode whole lines only, so a character never splits
+                if not cut:
+                    tail.append(chunk)
+                    continue
+                data = b"".join([*tail, chunk[:cut]])
+                tail = [chunk[cut:]]
             else:
-                tail = b""
+                data = b"".join(tail)
+                tail = []
             if data:
                 for line in _decode(data, path, offset, errors).split("\n"):
                     lineno += 1

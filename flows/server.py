@@ -1,0 +1,247 @@
+"""One local Prefect server: started, waited for, pointed at, and stopped; the same code for every caller.
+
+    with local_server(port=None) as api:    # "http://127.0.0.1:<free port>/api", state in Prefect's home
+        ...                                 # children get PREFECT_API_URL=api
+
+``rnnlab repro`` runs a whole ``dvc repro`` against one such server (flows/repro.py),
+``rnnlab server`` keeps one in the foreground for the UI (``make server``), and the tests
+start theirs through it too. Every wait polls its condition against a deadline and says what
+it is waiting for; nothing sleeps a fixed time and hopes.
+
+Two settings matter beyond the port:
+
+* ``PREFECT_UI_API_URL`` is set to the server's own API. Without it a server started with
+  ``--port N`` still tells its UI (``GET /api/ui-settings``) that the API is at :4200, and every
+  page says "Can't connect to Server API".
+* The state folder is Prefect's home, from the project's prefect.toml (``.prefect/``) unless
+  ``PREFECT_HOME`` says otherwise, so the runs persist: a later ``make server`` shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import requests
+
+from pipeline.errors import RnnlabError
+
+VENV_BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+POLL = 0.5  # seconds between two looks at a condition
+REPORT_EVERY = 15.0  # seconds between two "still waiting" lines
+STOP_GRACE = 30.0  # seconds a stopped server may take to exit before it is killed
+
+
+class ServerError(RnnlabError):
+    """The Prefect server could not be started, or did not answer in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((HOST, port)) == 0
+
+
+def api_url(port: int) -> str:
+    return f"http://{HOST}:{port}/api"
+
+
+def healthy(api: str, timeout: float = 5.0) -> bool:
+    """Whether ``{api}/health`` answers 200 now."""
+    try:
+        return requests.get(f"{api.rstrip('/')}/health", timeout=timeout).ok
+    except requests.RequestException:
+        return False
+
+
+def configured_api() -> str | None:
+    """PREFECT_API_URL as Prefect resolves it: the environment, the active profile, prefect.toml."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+def startup_deadline() -> float:
+    """How long to wait for a server to answer: Prefect's own ``server.ephemeral.startup_timeout_seconds``,
+    raised in prefect.toml so that a busy machine cannot exceed it (Prefect's default is 20 s)."""
+    from prefect.settings import get_current_settings
+
+    return float(get_current_settings().server.ephemeral.startup_timeout_seconds)
+
+
+def wait_until(
+    what: str,
+    done: Callable[[], bool],
+    deadline_s: float,
+    *,
+    say: Callable[[str], object] = print,
+    alive: Callable[[], str | None] = lambda: None,
+    hint: str = "",
+) -> float:
+    """Poll ``done()`` until it holds; return the seconds it took.
+
+    Says once what it waits for, then every REPORT_EVERY seconds that it still waits.
+    ``alive()`` returns a reason to give up early (the awaited process died), or None.
+    Raises ServerError naming ``what``, the time waited and ``hint`` at the deadline.
+    """
+    start = time.monotonic()
+    next_report = start + REPORT_EVERY
+    said = False
+    while not done():
+        now = time.monotonic()
+        if (reason := alive()) is not None:
+            raise ServerError(f"gave up waiting for {what}: {reason}" + (f"; {hint}" if hint else ""))
+        if now - start > deadline_s:
+            raise ServerError(f"waited {deadline_s:.0f} s for {what}, in vain" + (f"; {hint}" if hint else ""))
+        if not said:
+            say(f"waiting for {what} (up to {deadline_s:.0f} s)")
+            said = True
+        elif now >= next_report:
+            say(f"still waiting for {what} ({now - start:.0f} s so far)")
+            next_report = now + REPORT_EVERY
+        time.sleep(POLL)
+    return time.monotonic() - start
+
+
+def server_env(port: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: its UI pointed at its own API, no analytics, no promotions."""
+    env = dict(os.environ if base is None else base)
+    env.pop("PREFECT_API_URL", None)  # a server is not a client of another
+    env["PREFECT_UI_API_URL"] = api_url(port)
+    env["PREFECT_SERVER_API_HOST"] = HOST
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    return env
+
+
+def command(port: int) -> list[str]:
+    return [str(VENV_BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(port)]
+
+
+def check_port(port: int) -> None:
+    if port_taken(port):
+        raise ServerError(
+            f"port {port} on {HOST} is taken (another Prefect server? `make server` may be running: "
+            f"then point this command at it with PREFECT_API_URL={api_url(port)}); "
+            "or choose another port (PREFECT_PORT=... for make, --port for rnnlab)"
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGTERM the server's process group; SIGKILL what is left after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
+
+
+def last_error(path: Path, limit: int = 300) -> str:
+    """The last exception line of a server log (else its last line), cut to ``limit`` characters."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))  # the end is enough, however long the log
+            lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    errors = [x for x in lines if EXCEPTION_LINE.match(x)]
+    return (errors or lines or [""])[-1][:limit]
+
+
+class Server:
+    """A ``prefect server start`` subprocess in its own process group, logging to ``log``."""
+
+    def __init__(self, port: int | None = None, log: Path | None = None, env: Mapping[str, str] | None = None):
+        if port is not None:
+            check_port(port)
+        self.port = port if port is not None else free_port()
+        self.api = api_url(self.port)
+        self.log = log
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed in stop)
+        self._out = out
+        self.proc = subprocess.Popen(
+            command(self.port),
+            env=server_env(self.port, env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the work, not the server under it
+        )
+
+    def exited(self) -> str | None:
+        """Why the server is gone, or None while it runs."""
+        if self.proc.poll() is None:
+            return None
+        last = last_error(self.log) if self.log else ""
+        return f"the Prefect server exited with code {self.proc.returncode}" + (
+            f" ({last}; the whole log: {self.log})" if last else ""
+        )
+
+    def wait(self, say: Callable[[str], object] = print, deadline_s: float | None = None) -> float:
+        """Block until ``/health`` answers; the seconds it took."""
+        return wait_until(
+            f"the Prefect server at {self.api}",
+            lambda: healthy(self.api),
+            startup_deadline() if deadline_s is None else deadline_s,
+            say=say,
+            alive=self.exited,
+            hint="is the machine very busy? raise server.ephemeral.startup_timeout_seconds in prefect.toml"
+            + (f"; the server's log: {self.log}" if self.log else ""),
+        )
+
+    def stop(self) -> None:
+        stop(self.proc)
+        if self._out is not subprocess.DEVNULL:
+            self._out.close()
+
+
+@contextlib.contextmanager
+def local_server(
+    port: int | None = None,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    say: Callable[[str], object] = print,
+) -> Iterator[str]:
+    """Start a server, wait until it answers, yield its API URL; stop it on the way out, whatever happened."""
+    server = Server(port, log, env)
+    try:
+        server.wait(say)
+        yield server.api
+    finally:
+        server.stop()
+
+
+def wait_for_api(api: str, say: Callable[[str], object] = print) -> None:
+    """Block until the Prefect API at ``api`` answers (a server still starting, e.g. ``rnnlab repro``'s)."""
+    if healthy(api):
+        return
+    wait_until(
+        f"the Prefect API at {api}",
+        lambda: healthy(api),
+        startup_deadline(),
+        say=say,
+        hint="is the server running? `make server` starts one; or unset PREFECT_API_URL to let each flow "
+        "start a temporary server of its own",
+    )
