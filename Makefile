@@ -1,6 +1,7 @@
 # make run   set up .venv and run the pipeline on the built-in default (rnnlab repro: dvc repro with
 #            one Prefect server for the whole run, started and stopped here)
 # make test  set up .venv with the test extras and run every test
+# make lint  ruff check and ruff format --check (also a pre-commit hook: pre-commit install)
 # make bench run the benchmarks in bench/ and print their ratios
 # make server / make serve   a Prefect server, and scheduled retraining served to it (README "Teams")
 # make remote-local REMOTE=/path, make push, make pull   share data and models through a DVC remote
@@ -13,7 +14,7 @@ BIN     = $(VENV)/bin
 # No settings are exported here: Prefect's live in prefect.toml and DVC's in .dvc/config, so that
 # `make run` and a plain `dvc repro` in the activated venv behave the same.
 
-.PHONY: run test test-fast bench clean server serve retrain remote-local push pull chromium preprocess gpu-check
+.PHONY: run test test-fast lint bench clean server serve retrain remote-local push pull chromium preprocess gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/pytest
+
+# ruff: the rules and the formatter's settings are in pyproject.toml; CI runs this before the tests.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -m 'not slow'

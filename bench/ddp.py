@@ -49,8 +49,9 @@ COMMON = {"batch_size": 32, "bptt": 35, "lr": 0.003, "seed": 0, "device": "cpu",
 def build_data(root: Path) -> None:
     from pipeline import corpus, tokenize, vocab, windows
 
-    corpus_params = merge(SMALL_CORPUS, {"corpus": {"grammar": {"train_docs": 4000, "valid_docs": 100,
-                                                                 "test_docs": 100}}})  # fmt: skip
+    corpus_params = merge(
+        SMALL_CORPUS, {"corpus": {"grammar": {"train_docs": 4000, "valid_docs": 100, "test_docs": 100}}}
+    )
     write_params(root / "params.yaml", corpus_params)
     with contextlib.chdir(root):
         corpus.run("params.yaml")
@@ -62,8 +63,17 @@ def build_data(root: Path) -> None:
 def two_processes(job: dict[str, Any], folder: Path) -> dict[str, float]:
     spec, out = folder / "job.json", folder / "timing.json"
     spec.write_text(json.dumps([job]))
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "-m", "tests.ddp_job", str(spec), str(out)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "tests.ddp_job",
+        str(spec),
+        str(out),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
     subprocess.run(argv, env=env, check=True, capture_output=True, start_new_session=True, timeout=900)
     return json.loads(out.read_text())[0]
@@ -84,15 +94,24 @@ def main() -> None:
             rates: dict[int, list[float]] = {1: [], 2: []}
             for r in range(args.rounds):
                 for nproc in (1, 2):
-                    job = {"data": str(tmp), "checkpoints": str(tmp / f"ck-{name}-{nproc}-{r}"),
-                           "train": {**COMMON, **MODELS[name]}, "time_steps": args.steps}  # fmt: skip
+                    job = {
+                        "data": str(tmp),
+                        "checkpoints": str(tmp / f"ck-{name}-{nproc}-{r}"),
+                        "train": {**COMMON, **MODELS[name]},
+                        "time_steps": args.steps,
+                    }
                     t = run_job(job) if nproc == 1 else two_processes(job, tmp)
                     rates[nproc].append(t["steps"] / t["seconds"])
-                    print(f"{name} round {r + 1}: {nproc} process{'es' if nproc > 1 else ''}: "
-                          f"{rates[nproc][-1]:.2f} steps/s = {rates[nproc][-1] * tokens:,.0f} tokens/s", flush=True)
+                    print(
+                        f"{name} round {r + 1}: {nproc} process{'es' if nproc > 1 else ''}: "
+                        f"{rates[nproc][-1]:.2f} steps/s = {rates[nproc][-1] * tokens:,.0f} tokens/s",
+                        flush=True,
+                    )
             ratio = statistics.median(b / a for a, b in zip(rates[1], rates[2]))
-            print(f"{name}: 1 process {statistics.median(rates[1]):.2f} steps/s, 2 processes "
-                  f"{statistics.median(rates[2]):.2f} steps/s: ratio {ratio:.2f}x (median of {args.rounds} rounds)")
+            print(
+                f"{name}: 1 process {statistics.median(rates[1]):.2f} steps/s, 2 processes "
+                f"{statistics.median(rates[2]):.2f} steps/s: ratio {ratio:.2f}x (median of {args.rounds} rounds)"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

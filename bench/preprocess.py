@@ -36,21 +36,31 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rnnlab-bench-pref
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bench prints its own lines
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by the workers too
 
-from pipeline import sharded  # noqa: E402
-from pipeline.params import read_params  # noqa: E402
-from tests.support import SHARED_DATA, write_params  # noqa: E402
-from tests.wikidump import build_multistream  # noqa: E402
+from pipeline import sharded
+from pipeline.params import read_params
+from tests.support import SHARED_DATA, write_params
+from tests.wikidump import build_multistream
 
 ENWIKI = SHARED_DATA / "wikipedia-xml" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 
 def params(root: Path, dump: Path, index: Path, range_mb: float, scheduler: str | None = None) -> Path:
     root.mkdir(parents=True)
-    write_params(root / "params.yaml", {
-        "corpus": {"source": "wikipedia", "wikipedia": {"url": str(dump), "index_url": str(index), "holdout": 0.01,
-                                                        "cache_dir": str(root / "cache")}},
-        "preprocess": {"range_mb": range_mb, "work_dir": "work", "scheduler": scheduler},
-    })  # fmt: skip
+    write_params(
+        root / "params.yaml",
+        {
+            "corpus": {
+                "source": "wikipedia",
+                "wikipedia": {
+                    "url": str(dump),
+                    "index_url": str(index),
+                    "holdout": 0.01,
+                    "cache_dir": str(root / "cache"),
+                },
+            },
+            "preprocess": {"range_mb": range_mb, "work_dir": "work", "scheduler": scheduler},
+        },
+    )
     return root
 
 
@@ -68,8 +78,14 @@ def serial(root: Path) -> dict[str, float]:
         t3 = time.perf_counter()
         sharded.publish(pieces, tokenized, job)
         t4 = time.perf_counter()
-    return {"plan": t1 - t0, "extract": t2 - t1, "tokenize": t3 - t2, "publish": t4 - t3, "total": t4 - t0,
-            "pieces": len(pieces)}  # fmt: skip
+    return {
+        "plan": t1 - t0,
+        "extract": t2 - t1,
+        "tokenize": t3 - t2,
+        "publish": t4 - t3,
+        "total": t4 - t0,
+        "pieces": len(pieces),
+    }
 
 
 def main() -> None:
@@ -80,6 +96,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from distributed import LocalCluster
+
     from flows import preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="rnnlab-bench-preprocess-"))
@@ -89,19 +106,24 @@ def main() -> None:
         print(f"input: {mb:.1f} MB of XML, {cmb:.1f} MB bz2 ({args.copies} x 206 pages), pieces of {args.range_mb} MB")
 
         s = serial(params(tmp / "serial", dump, index, args.range_mb))
-        print(f"serial: {s['pieces']} pieces, {s['total']:.1f} s = {mb / s['total']:.2f} MB XML/s on one core "
-              f"(extract {s['extract']:.1f} s = {mb / s['extract']:.2f} MB/s, {cmb / s['extract']:.2f} bz2 MB/s; "
-              f"tokenize {s['tokenize']:.1f} s = {mb / s['tokenize']:.1f} MB/s; publish {s['publish']:.1f} s)")
+        print(
+            f"serial: {s['pieces']} pieces, {s['total']:.1f} s = {mb / s['total']:.2f} MB XML/s on one core "
+            f"(extract {s['extract']:.1f} s = {mb / s['extract']:.2f} MB/s, {cmb / s['extract']:.2f} bz2 MB/s; "
+            f"tokenize {s['tokenize']:.1f} s = {mb / s['tokenize']:.1f} MB/s; publish {s['publish']:.1f} s)"
+        )
 
         rates: dict[int, list[float]] = {1: [], 2: []}
         with preprocess.one_server():
             for r in range(args.rounds):
                 for workers in (1, 2):
                     t0 = time.perf_counter()
-                    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster:  # fmt: skip
+                    with LocalCluster(
+                        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                    ) as cluster:
                         start = time.perf_counter() - t0
-                        root = params(tmp / f"dask-{workers}-{r}", dump, index, args.range_mb, cluster.scheduler_address)
+                        root = params(
+                            tmp / f"dask-{workers}-{r}", dump, index, args.range_mb, cluster.scheduler_address
+                        )
                         with contextlib.chdir(root):
                             t1 = time.perf_counter()
                             out = preprocess.preprocess.with_options(
@@ -110,12 +132,17 @@ def main() -> None:
                             seconds = time.perf_counter() - t1
                     assert out["computed"]["extract"] == out["pieces"]
                     rates[workers].append(mb / seconds)
-                    print(f"round {r + 1}: dask-{workers}: {seconds:.1f} s = {mb / seconds:.2f} MB XML/s "
-                          f"(cluster start {start:.1f} s, not counted)", flush=True)
+                    print(
+                        f"round {r + 1}: dask-{workers}: {seconds:.1f} s = {mb / seconds:.2f} MB XML/s "
+                        f"(cluster start {start:.1f} s, not counted)",
+                        flush=True,
+                    )
         ratio = statistics.median(b / a for a, b in zip(rates[1], rates[2]))
-        print(f"dask-1 {statistics.median(rates[1]):.2f} MB/s, dask-2 {statistics.median(rates[2]):.2f} MB/s: "
-              f"2 workers / 1 worker = {ratio:.2f}x (median of {args.rounds} rounds); "
-              f"dask-1 / serial = {statistics.median(rates[1]) / (mb / s['total']):.2f}x")
+        print(
+            f"dask-1 {statistics.median(rates[1]):.2f} MB/s, dask-2 {statistics.median(rates[2]):.2f} MB/s: "
+            f"2 workers / 1 worker = {ratio:.2f}x (median of {args.rounds} rounds); "
+            f"dask-1 / serial = {statistics.median(rates[1]) / (mb / s['total']):.2f}x"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -81,8 +81,12 @@ def checkout(rev: str | None, dest: Path) -> Path:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
     subprocess.run(["git", "checkout", "-q", rev], cwd=dest, check=True)
     # DVC's site cache outside the repo would be shared with other runs: keep it in the sandbox.
-    subprocess.run([str(VENV_BIN / "dvc"), "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site")],
-                   cwd=dest, check=True, env=env())  # fmt: skip
+    subprocess.run(
+        [str(VENV_BIN / "dvc"), "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site")],
+        cwd=dest,
+        check=True,
+        env=env(),
+    )
     return dest
 
 
@@ -134,10 +138,14 @@ def report(run: Run, noop_dvc: float, noop_rnnlab: float) -> None:
     print(f"\ntotal wall time              {run.wall:8.2f} s")
     print(f"stages' own work (summed)    {run.work:8.2f} s")
     share = outside / run.wall
-    print(f"outside the stages' work     {outside:8.2f} s = {share:.1%} of the wall time "
-          f"(target ≤ {OVERHEAD_TARGET:.0%}: {'met' if share <= OVERHEAD_TARGET else 'NOT met'})")  # fmt: skip
-    print(f"no-op `dvc repro`            {noop_dvc:8.2f} s (median of 3; target < {NOOP_TARGET:g} s: "
-          f"{'met' if noop_dvc < NOOP_TARGET else 'NOT met'})")  # fmt: skip
+    print(
+        f"outside the stages' work     {outside:8.2f} s = {share:.1%} of the wall time "
+        f"(target ≤ {OVERHEAD_TARGET:.0%}: {'met' if share <= OVERHEAD_TARGET else 'NOT met'})"
+    )
+    print(
+        f"no-op `dvc repro`            {noop_dvc:8.2f} s (median of 3; target < {NOOP_TARGET:g} s: "
+        f"{'met' if noop_dvc < NOOP_TARGET else 'NOT met'})"
+    )
     print(f"no-op `rnnlab repro`         {noop_rnnlab:8.2f} s (median of 3; also starts and stops a server)")
     missing = [s.name for s in run.stages if s.work is None]
     if missing:

@@ -1,4 +1,4 @@
-"""Skip-gram pair generation (pipeline/pairs.py) against a plain-Python generator, and training speed.
+"""Skip-gram pair generation (pipeline/skipgram/pairs.py) against a plain-Python generator, and training speed.
 
     .venv/bin/python -m bench.skipgram               # WikiText-2 valid, max_context 10, subsampling 1e-3
     .venv/bin/python -m bench.skipgram --reps 5 --train-steps 100
@@ -9,13 +9,15 @@ vocabulary = the 10,000 most frequent words (the rest <unk>), as skipgram's defa
 
 Generation: one pass (subsampling, a random window in 1..max_context per word, every
 pair within a document), as batches of 1,000 pairs, by the vectorized PassPlan and by a
-plain-Python reference in seed 001's style (a loop over words, random.randint for the
-window, a loop over the window), in the same run on the same stream. Both give the
-same pairs for the same kept words and windows; the run checks it on the first 2,000.
+plain-Python reference in the style of Abrahams, Hafner, Erwitt & Scarpinelli,
+*TensorFlow for Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6 (a loop over
+words, random.randint for the window, a loop over the window), in the same run on the
+same stream. Both give the same pairs for the same kept words and windows; the run
+checks it on the first 2,000.
 Reported: pairs/s, words/s (stream words consumed per second) and their ratio, median of
 ``--reps`` interleaved repetitions.
 
-Training: optimizer steps of models/skipgram.py at seed 001's size (V = 10,000,
+Training: optimizer steps of models/skipgram.py at that chapter's size (V = 10,000,
 D = 200, 100 shared noise words, batch 1,000, SGD with momentum), pairs/s and the
 words/s it implies (pairs per word in this pass), one thread.
 """
@@ -38,7 +40,8 @@ from collections import Counter
 
 import numpy as np
 
-from pipeline.pairs import PassPlan, clip_ids, keep_probabilities, reference_pairs, stream_counts
+from pipeline.skipgram.pairs import PassPlan, clip_ids, keep_probabilities, stream_counts
+from tests.support import reference_pairs
 
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
 PAD, UNK, EOS = 0, 1, 2
@@ -55,7 +58,8 @@ def stream(vocab_size: int) -> np.ndarray:
 
 
 def python_pass(ids: list[int], keep: list[float], max_context: int, batch: int, seed: int) -> int:
-    """Seed 001's generator in plain Python: per document, per kept word, a random window; batches of pairs."""
+    """The generator of Abrahams et al. (2016, ch. 6) in plain Python: per document, per kept word, a random
+    window; batches of pairs."""
     rng = random.Random(seed)
     pairs, batches = [], 0
     doc: list[int] = []
@@ -113,10 +117,12 @@ def main() -> None:
         n_py = python_pass(ids_list, keep_list, args.max_context, args.batch, rep)
         t_py.append(time.perf_counter() - t0)
     py, vec = statistics.median(t_py), statistics.median(t_np)
-    print(f"skip-gram pairs: WikiText-2 valid, {words:,} words, V={args.vocab:,}, max_context {args.max_context}, "
-          f"subsample {args.subsample}, batches of {args.batch:,}; median of {args.reps} reps")  # fmt: skip
+    print(
+        f"skip-gram pairs: WikiText-2 valid, {words:,} words, V={args.vocab:,}, max_context {args.max_context}, "
+        f"subsample {args.subsample}, batches of {args.batch:,}; median of {args.reps} reps"
+    )
     print(f"{'generator':<22} {'pairs/pass':>11} {'s/pass':>8} {'pairs/s':>12} {'words/s':>12}")
-    for name, n, t in (("plain Python (seed 001)", n_py, py), ("pipeline.pairs", n_np, vec)):
+    for name, n, t in (("plain Python", n_py, py), ("pipeline.skipgram.pairs", n_np, vec)):
         print(f"{name:<22} {n:>11,} {t:>8.3f} {n / t:>12,.0f} {words / t:>12,.0f}")
     print(f"ratio (words/s, vectorized / plain Python): {py / vec:.1f}x")
 
@@ -143,9 +149,11 @@ def main() -> None:
             took = time.perf_counter() - t0
         per_word = plan.total / max(len(plan.tokens), 1)
         rate = args.train_steps * args.batch / took
-        print(f"training (V={args.vocab:,}, D=200, 100 noise, batch {args.batch:,}, SGD momentum, "
-              f"{torch.get_num_threads()} thread): {rate:,.0f} pairs/s = {rate / per_word:,.0f} kept words/s "
-              f"({per_word:.1f} pairs per kept word)")  # fmt: skip
+        print(
+            f"training (V={args.vocab:,}, D=200, 100 noise, batch {args.batch:,}, SGD momentum, "
+            f"{torch.get_num_threads()} thread): {rate:,.0f} pairs/s = {rate / per_word:,.0f} kept words/s "
+            f"({per_word:.1f} pairs per kept word)"
+        )
 
 
 if __name__ == "__main__":

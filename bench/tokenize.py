@@ -1,4 +1,4 @@
-"""Tokenizer throughput: rnnlab's word tokenizer against seed 001's regex loop.
+"""Tokenizer throughput: rnnlab's word tokenizer against a per-line regex loop.
 
     python bench/tokenize.py [--mb 50] [--shared ../shared/data]
 
@@ -6,7 +6,9 @@ Builds ~50 MB of real text (WikiText-2 valid + test, repeated) once, then
 times each variant in its own subprocess (so each reports its own peak RSS)
 on the same input, in the same run:
 
-- reference:  ``[t.lower() for t in re.findall(PAT, line)]`` per line (seed 001)
+- reference:  ``[t.lower() for t in re.findall(PAT, line)]`` per line (the loop of
+              Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine
+              Intelligence*, Bleeding Edge Press, 2016, chapter 6)
 - reference': ``re.findall(PAT, line.lower())`` per line (a faster variant)
 - kernel:     ``WordTokenizer`` on in-memory Arrow batches, 1 thread
 - stage:      ``tokenize_table``: Parquet document table in, zstd token shards
@@ -34,7 +36,7 @@ import subprocess
 import tempfile
 import time
 
-PATTERN = r"[A-Za-z]+|[!?.:,()]"  # seed 001
+PATTERN = r"[A-Za-z]+|[!?.:,()]"  # Abrahams et al. 2016, ch. 6
 
 
 def build_corpus(shared: Path, mb: float, work: Path) -> tuple[Path, Path, int]:
@@ -131,7 +133,9 @@ def main() -> None:
         results = {}
         for variant in ("reference", "reference_linelower", "kernel", "stage_1", "stage_2"):
             cmd = [sys.executable, __file__, "--worker", variant, "--paths", str(text_file), str(docs), str(work)]
-            results[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+            results[variant] = json.loads(
+                subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+            )
         ref = mb / results["reference"]["seconds"]
         labels = {
             "reference": "reference: [t.lower() for t in re.findall] per line",
@@ -146,7 +150,9 @@ def main() -> None:
         assert len(counts) == 1, f"variants disagree on the token count: {results}"
         for variant, r in results.items():
             speed = mb / r["seconds"]
-            print(f"{labels[variant]:<56} {speed:7.1f} {speed / ref:6.2f} {speed / ref2:6.2f} {r['peak_rss_mb']:7.0f} MB")
+            print(
+                f"{labels[variant]:<56} {speed:7.1f} {speed / ref:6.2f} {speed / ref2:6.2f} {r['peak_rss_mb']:7.0f} MB"
+            )
 
 
 if __name__ == "__main__":

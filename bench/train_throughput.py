@@ -13,7 +13,7 @@ writes and runs its real train_step (NaN check, clipping, optimizer). Rounds alt
 the two back to back, so a load spike on a shared machine hits both; the ratio is the
 median over rounds of (trainer tokens/s / reference tokens/s in the same round).
 
-``--rss``: issue 12's measurement, each side in its own process so that each peak RSS
+``--rss``: peak memory instead of speed, each side in its own process so that each peak RSS
 (getrusage's ru_maxrss) is its own. Both run pytorch/examples' configuration above for
 ``--epochs`` (6) epochs on the first ``--train-tokens`` (74,000) tokens of WikiText-2 valid,
 validating after each epoch on its next ``--valid-tokens`` (20,000), then score the first
@@ -85,7 +85,9 @@ def write_windows(root: Path, splits: dict[str, np.ndarray], vocab: Vocab, bptt:
     for split, ids in splits.items():
         (root / split).mkdir(parents=True)
         np.save(root / split / "stream.npy", ids.astype(np.uint16 if len(vocab) <= 65536 else np.int32))
-    (root / "meta.json").write_text(json.dumps({"vocab_sha256": vocab.sha256, "params": {"length": bptt, "stride": None}}))
+    (root / "meta.json").write_text(
+        json.dumps({"vocab_sha256": vocab.sha256, "params": {"length": bptt, "stride": None}})
+    )
 
 
 def peak_rss_mb() -> float:
@@ -264,10 +266,10 @@ def build_and_load(ckpt_dir: Path) -> nn.Module:
     """The trained model from its checkpoint, as flows/evaluate.py loads it (no vocabulary check here)."""
     from models import checkpoint as ckpt
     from models.config import ModelConfig
-    from models.rnn import build_model
+    from models.rnn import RNNLanguageModel
 
     c = ckpt.load(ckpt_dir)
-    model = build_model(ModelConfig.from_dict(c["config"]))
+    model = RNNLanguageModel(ModelConfig.from_dict(c["config"]))
     model.load_state_dict(c["model"])
     return model
 
@@ -354,8 +356,10 @@ def main() -> None:
             r_rates.append(r), o_rates.append(o), ratios.append(o / r)
     print(f"reference (pytorch/examples loop): {statistics.median(r_rates):,.0f} tokens/s")
     print(f"models.trainer.Trainer:            {statistics.median(o_rates):,.0f} tokens/s")
-    print(f"ratio trainer / reference: {statistics.median(ratios):.3f}x (median of {args.rounds} rounds; "
-          f"range {min(ratios):.3f}-{max(ratios):.3f}; target >= 1.0)")  # fmt: skip
+    print(
+        f"ratio trainer / reference: {statistics.median(ratios):.3f}x (median of {args.rounds} rounds; "
+        f"range {min(ratios):.3f}-{max(ratios):.3f}; target >= 1.0)"
+    )
 
 
 if __name__ == "__main__":

@@ -166,13 +166,19 @@ def wikitext_main(args: argparse.Namespace) -> None:
         print(f"| {e} | {f:.1f} | {a:.1f} | {a / f:.3f} |")
     print(f"| wall | {full['seconds']:.0f} s | {ada['seconds']:.0f} s | {ada['seconds'] / full['seconds']:.2f} |")
     gap = ada["valid_ppl"][-1] / full["valid_ppl"][-1] - 1
-    print(f"after {args.epochs} epochs adaptive's validation perplexity is {gap:+.1%} from full softmax's "
-          f"(target within 3%)")
+    # The target bounds the cost of the approximation: adaptive at most 3% above full softmax (lower is better).
+    verdict = "met" if gap <= 0.03 else "not met"
+    print(
+        f"after {args.epochs} epochs adaptive's validation perplexity is {gap:+.1%} from full softmax's "
+        f"(target: at most +3%; {verdict})"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vocab", type=int, nargs="+", default=list(VOCABS), help="vocabulary sizes (default: %(default)s)")
+    ap.add_argument(
+        "--vocab", type=int, nargs="+", default=list(VOCABS), help="vocabulary sizes (default: %(default)s)"
+    )
     ap.add_argument("--tokens", type=int, default=2_000_000, help="training tokens (default: %(default)s)")
     ap.add_argument("--eval-tokens", type=int, default=10_000, help="held-out tokens (default: %(default)s)")
     ap.add_argument("--train-seconds", type=float, default=20.0, help="timed training (default: %(default)s)")

@@ -42,11 +42,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
-from pipeline.sources import wikipedia
+from pipeline.sources import dumpfiles, wikimarkup, wikipedia
 from tests.hostile_wikitext import KINDS
 
-DEFAULT = ROOT.parent / "shared" / "data" / "wikipedia-xml" / (
-    "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+DEFAULT = (
+    ROOT.parent
+    / "shared"
+    / "data"
+    / "wikipedia-xml"
+    / ("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 )
 CHUNK = 1 << 20
 
@@ -89,7 +93,7 @@ def bzip2_program(path: Path) -> int:
 
 def extract(path: Path, decoder: str) -> int:
     chars = 0
-    with wikipedia.open_dump(path, decoder=decoder) as stream:
+    with dumpfiles.open_dump(path, decoder=decoder) as stream:
         for article in wikipedia.iter_articles(stream, source=str(path)):
             chars += len(article.text)
     return chars
@@ -123,7 +127,7 @@ def article_wikitext(path: Path) -> list[str]:
     from lxml import etree
 
     texts = []
-    with wikipedia.open_dump(path) as stream:
+    with dumpfiles.open_dump(path) as stream:
         for _, el in etree.iterparse(stream, tag="{*}page", resolve_entities=False, no_network=True, huge_tree=True):
             if el.findtext("{*}ns") == "0" and el.find("{*}redirect") is None:
                 texts.append(el.findtext("{*}revision/{*}text") or "")
@@ -137,9 +141,9 @@ def hostile(path: Path, repeat: int) -> float:
     real_mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     sizes = {"50 KB": 50_000, "500 KB": 500_000, "5 MB": 5_000_000}
     pages = {(kind, label): make(size) for kind, make in KINDS.items() for label, size in sizes.items()}
-    candidates: dict[str, Callable[[], object]] = {"real": lambda: [wikipedia.strip_markup(t) for t in texts]}
+    candidates: dict[str, Callable[[], object]] = {"real": lambda: [wikimarkup.strip_markup(t) for t in texts]}
     for (kind, label), page in pages.items():
-        candidates[f"{kind} {label}"] = lambda page=page: wikipedia.strip_markup(page)
+        candidates[f"{kind} {label}"] = lambda page=page: wikimarkup.strip_markup(page)
     times = interleaved(repeat, candidates)  # taking turns: drift in the machine's load hits all alike
     real = real_mb / min(times["real"])
     print(f"\nhostile pages: strip_markup MB/s, best of {repeat} interleaved runs, as a ratio to the real fragment")
@@ -168,7 +172,7 @@ def markup(path: Path, repeat: int) -> None:
     print(f"\nmarkup stripping: {len(texts)} articles, {mb:.2f} MB of wikitext")
     print(f"{'stripper':28s} {'MB/s':>7s}  " + " ".join(f"{t:>6s}" for t in tokens))
     candidates: list[tuple[str, Callable[[str], str]]] = [
-        ("hand-written (strip_markup)", wikipedia.strip_markup),
+        ("hand-written (strip_markup)", wikimarkup.strip_markup),
         (
             f"mwparserfromhell {mwparserfromhell.__version__}",
             lambda t: mwparserfromhell.parse(t).strip_code(normalize=True, collapse=True),
@@ -213,17 +217,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:34s} {best[name]:7.1f} {median[name]:7.1f}")
     auto = "extractor, decoder=" + ("bzip2" if have_bzip2 else "thread")
     for ref in [n for n in candidates if "plain decode" in n]:
-        print(f"ratio {auto.split(', ')[1]} extractor / {ref.split(',')[0]}: best {best[auto] / best[ref]:.2f}, "
-              f"median {median[auto] / median[ref]:.2f}  (target >= 0.8)")  # fmt: skip
+        print(
+            f"ratio {auto.split(', ')[1]} extractor / {ref.split(',')[0]}: best {best[auto] / best[ref]:.2f}, "
+            f"median {median[auto] / median[ref]:.2f}  (target >= 0.8)"
+        )
     cpu = cpu_seconds(path, args.repeat)
     print(f"  {'CPU-seconds per stage, as MB/s':34s}")
     for name, seconds in cpu.items():
         print(f"  {name:34s} {mb / seconds:7.1f}")
     if "bzip2 -dc decode" in cpu:
         bound = mb / max(cpu["bzip2 -dc decode"], cpu["parse + strip (no decode)"])
-        print(f"on two free cores the bzip2 pipeline is bound by its slower stage: {bound:.1f} MB/s, "
-              f"{bound / (mb / cpu['bz2 (python) decode']):.2f} of bz2 (python), "
-              f"{bound / (mb / cpu['bzip2 -dc decode']):.2f} of bzip2 -dc")
+        print(
+            f"on two free cores the bzip2 pipeline is bound by its slower stage: {bound:.1f} MB/s, "
+            f"{bound / (mb / cpu['bz2 (python) decode']):.2f} of bz2 (python), "
+            f"{bound / (mb / cpu['bzip2 -dc decode']):.2f} of bzip2 -dc"
+        )
     if args.markup:
         markup(path, max(1, args.repeat // 2))
     return 0

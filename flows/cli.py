@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     rp = sub.add_parser(
-        "repro", help="dvc repro, with one Prefect server for the whole run",
+        "repro",
+        help="dvc repro, with one Prefect server for the whole run",
         description="Run `dvc repro ARGS...` with every flow stage recording to one Prefect server: the one "
         "PREFECT_API_URL names, else one started now on a free port of 127.0.0.1 (state in .prefect/, so "
         "`make server` shows the runs afterwards) and stopped at the end.",
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments for `dvc repro` (e.g. lm@word -f)")
 
     dv = sub.add_parser(
-        "dvc", help="any dvc command, with one Prefect server for the whole run",
+        "dvc",
+        help="any dvc command, with one Prefect server for the whole run",
         description="Run `dvc ARGS...` (e.g. `exp run -S train.word.lr=0.01`) as `rnnlab repro` runs `dvc repro`.",
     )
     dv.add_argument("--port", type=_positive_int, help="port for the server this starts (default: a free one)")
@@ -80,14 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_parser(sub)
 
     sv = sub.add_parser(
-        "server", help="a Prefect server and its UI, in the foreground",
+        "server",
+        help="a Prefect server and its UI, in the foreground",
         description="`prefect server start` on 127.0.0.1:PORT with its UI pointed at its own API (state in "
         "Prefect's home, .prefect/ here). Stop it with Ctrl-C.",
     )
     sv.add_argument("--port", type=_positive_int, default=4200, help="(default: %(default)s)")
 
-    s = sub.add_parser("sample", help="generate text after a prime", description="Generate text after a prime: "
-                       "temperature sampling (p_i ∝ exp(log p_i / T)), top-k, or greedy decoding.")  # fmt: skip
+    s = sub.add_parser(
+        "sample",
+        help="generate text after a prime",
+        description="Generate text after a prime: "
+        "temperature sampling (p_i ∝ exp(log p_i / T)), top-k, or greedy decoding.",
+    )
     s.add_argument("--prime", default="", help="text to continue (default: a new document)")
     s.add_argument("--count", type=_positive_int, default=1, help="samples, with seeds seed, seed+1, ... (default: 1)")
     s.add_argument("--max-tokens", type=_positive_int, default=50, help="new tokens at most (default: 50)")
@@ -98,28 +105,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="(default: 0)")
     _model_options(s)
 
-    c = sub.add_parser("complete", help="the likeliest next tokens", description="The k likeliest next tokens "
-                       "after a text, with their probabilities.")  # fmt: skip
+    c = sub.add_parser(
+        "complete",
+        help="the likeliest next tokens",
+        description="The k likeliest next tokens after a text, with their probabilities.",
+    )
     c.add_argument("text", help="the text so far ('-' reads stdin)")
     c.add_argument("-k", type=_positive_int, default=5, help="how many (default: 5)")
     _model_options(c)
 
-    r = sub.add_parser("score", help="log-probability and perplexity of a text", description="Total log-probability "
-                       "(nats) and perplexity of a text, read as the start of a document.")  # fmt: skip
+    r = sub.add_parser(
+        "score",
+        help="log-probability and perplexity of a text",
+        description="Total log-probability (nats) and perplexity of a text, read as the start of a document.",
+    )
     r.add_argument("text", help="the text ('-' reads stdin)")
     r.add_argument("--end", action="store_true", help="the text is a whole document: also score its closing <eos>")
     _model_options(r)
 
-    n = sub.add_parser("neighbors", help="nearest words in the skip-gram embeddings", description="The k nearest "
-                       "words by cosine similarity in the skip-gram embeddings (the skipgram stage's).")  # fmt: skip
+    n = sub.add_parser(
+        "neighbors",
+        help="nearest words in the skip-gram embeddings",
+        description="The k nearest words by cosine similarity in the skip-gram embeddings (the skipgram stage's).",
+    )
     n.add_argument("words", nargs="+", help="one or more words of the vocabulary")
     n.add_argument("-k", type=_positive_int, default=10, help="how many (default: 10)")
     n.add_argument("--embeddings", default="artifacts/skipgram/embeddings.npy", help="(default: %(default)s)")
     n.add_argument("--vocab", help="vocabulary file (default: the one embeddings.json records)")
     n.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    k = sub.add_parser("classify", help="sentiment of a text", description="Class probabilities of a text from the "
-                       "sentiment classifier (`dvc repro tasks/dvc.yaml:sentiment` trains it).")  # fmt: skip
+    k = sub.add_parser(
+        "classify",
+        help="sentiment of a text",
+        description="Class probabilities of a text from the "
+        "sentiment classifier (`dvc repro tasks/dvc.yaml:sentiment` trains it).",
+    )
     k.add_argument("text", nargs="+", help="one or more texts ('-' reads stdin)")
     k.add_argument("--checkpoint", default="artifacts/sentiment/checkpoints", help="(default: %(default)s)")
     k.add_argument("--vocab", help="vocabulary file (default: the one the checkpoint records)")
@@ -146,8 +166,10 @@ def _neighbors(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         if vocab.tokens[vocab.id(w)] != w or vocab.id(w) >= trained:
             raise RnnlabError(f"{w!r} is not among the {trained} words the embeddings were trained on ({vocab_path})")
     lists = nearest(matrix, vocab.tokens, [vocab.id(w) for w in args.words], args.k, candidates=trained)
-    out = {"embeddings": args.embeddings, "neighbors": {w: [{"word": t, "cosine": c} for t, c in nb]
-                                                        for w, nb in zip(args.words, lists)}}  # fmt: skip
+    out = {
+        "embeddings": args.embeddings,
+        "neighbors": {w: [{"word": t, "cosine": c} for t, c in nb] for w, nb in zip(args.words, lists)},
+    }
     human = "\n".join(f"{w}: " + ", ".join(f"{t} ({c:.3f})" for t, c in nb) for w, nb in zip(args.words, lists))
     return out, human
 
@@ -159,10 +181,13 @@ def _classify(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     clf = Classifier.load(args.checkpoint, args.vocab, resolve_device(args.device, "--device"))
     texts = [_text(t) for t in args.text]
     probs = clf(texts)
-    out = {"checkpoint": args.checkpoint, "results": [{"text": t, "label": max(p, key=p.get), "probabilities": p}
-                                                      for t, p in zip(texts, probs)]}  # fmt: skip
-    human = "\n".join(f"{r['label']}  " + " ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
-                      for r in out["results"])  # fmt: skip
+    out = {
+        "checkpoint": args.checkpoint,
+        "results": [{"text": t, "label": max(p, key=p.get), "probabilities": p} for t, p in zip(texts, probs)],
+    }
+    human = "\n".join(
+        f"{r['label']}  " + " ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items()) for r in out["results"]
+    )
     return out, human
 
 

@@ -18,6 +18,7 @@ fingerprint is ignored. The language models also key Prefect's cache of ``fit`` 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import sys
@@ -59,7 +60,7 @@ def plots(level: str) -> Path:
     return ARTIFACTS / level / "plots"
 
 
-def metrics(level: str) -> Path:
+def metrics_file(level: str) -> Path:
     """DVCLive's summary: the DVC metrics file."""
     return ARTIFACTS / level / "metrics.json"
 
@@ -75,14 +76,66 @@ def tokenizer_settings(level: str, cfg: WordTokenizeParams | CharTokenizeParams)
     return {"level": "char", "lowercase": cfg.lowercase}
 
 
+def module_file(name: str) -> str:
+    """The repository path of project module ``name`` ("models.rnn" -> "models/rnn.py")."""
+    base = name.replace(".", "/")
+    return f"{base}/__init__.py" if (ROOT / base).is_dir() else f"{base}.py"
+
+
+def _load_time_imports(name: str) -> set[str]:
+    """The project modules that importing ``name`` imports itself: its module-level ``import`` and
+    ``from ... import`` statements (inside ``if``/``try`` too), not those in functions (lazy) or
+    under ``if TYPE_CHECKING`` (annotations only), which a run never loads with it."""
+    out: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out.add(node.module)
+                submodules = (f"{node.module}.{a.name}" for a in node.names)  # `from models import cells`
+                out.update(m for m in submodules if (ROOT / module_file(m)).is_file())
+            elif isinstance(node, ast.If) and not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for part in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                    visit(part)
+
+    visit(ast.parse((ROOT / module_file(name)).read_text(encoding="utf-8")).body)
+    return {m for m in out if m.split(".")[0] in ("flows", "models") and m not in ("flows", "models")}
+
+
+def model_code(flow_module: str, *extra: str) -> tuple[str, ...]:
+    """What a training's fingerprint hashes: the models/ modules that importing ``flow_module`` loads
+    (through the flows/ and models/ modules it imports, and theirs), plus ``extra`` (a task's data
+    helper outside models/). Sorted module names; tests/test_dvc_yaml.py checks each stage's list
+    against the imports its command really makes, through ``spec()``'s ``code_files``."""
+    seen: set[str] = set()
+    todo = [flow_module]
+    while todo:
+        if (name := todo.pop()) not in seen:
+            seen.add(name)
+            todo.extend(_load_time_imports(name))
+    return tuple(sorted({m for m in seen if m.startswith("models.")} | set(extra)))
+
+
+def code_files(modules: Iterable[str]) -> tuple[str, ...]:
+    """The files of ``modules`` (e.g. a flow's ``CODE``), as ``spec()`` lists them in its deps."""
+    return tuple(module_file(m) for m in modules)
+
+
 def fingerprint(task: str, params: BaseModel | Mapping[str, Any], data: Mapping[str, Any], code: Iterable[str]) -> str:
     """A training's identity: sha256 over the data's file hashes, the params and the code's hashes.
 
-    ``data`` names files by their sha256 (e.g. a windows stage's meta.json), ``code`` the source
-    files the training imports. File hashes only: no tensor is hashed.
+    ``data`` names files by their sha256 (e.g. a windows stage's meta.json), ``code`` the modules
+    the training imports (``model_code``), by name, so that a module keeps its key wherever its
+    file lives. File hashes only: no tensor is hashed.
     """
     dumped = params.model_dump(mode="json") if isinstance(params, BaseModel) else dict(params)
-    parts = {"task": task, "data": data, "params": dumped, "code": {f: sha256_file(ROOT / f) for f in sorted(code)}}
+    hashes = {m: sha256_file(ROOT / module_file(m)) for m in sorted(code)}
+    parts = {"task": task, "data": data, "params": dumped, "code": hashes}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -155,8 +208,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines)
 
 
-def write_live(folder: Path, history: Sequence[Mapping[str, Any]], curves: Sequence[str],
-               summary: Mapping[str, float]) -> None:  # fmt: skip
+def write_live(
+    folder: Path, history: Sequence[Mapping[str, Any]], curves: Sequence[str], summary: Mapping[str, float]
+) -> None:
     """Log a finished training with DVCLive: ``folder/plots/metrics/<curve>.tsv`` per curve, one row per
     epoch (step = epoch), and ``folder/metrics.json`` holding ``summary`` (DVC's metrics file).
 

@@ -21,12 +21,26 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import checkpoints, evaluation, markdown_table
 from models import checkpoint as ckpt
 from models.device import resolve_device
-from models.evaluate import metrics as split_metrics
-from models.evaluate import score_split
+from models.evaluate import bits_key, score_split, split_metrics
 from models.rnn import RNNLanguageModel
 from pipeline import paths
 from pipeline.io import read_json, write_json
 from pipeline.params import EvaluateParams, Level
+
+
+def oracle_splits(level: Level) -> dict[str, Any]:
+    """The grammar oracle's scores per split of ``level`` (oracle.json); empty for other corpora."""
+    oracle = read_json(paths.ORACLE) if paths.ORACLE.exists() else {"available": False}
+    return oracle[level] if oracle.get("available") else {}
+
+
+def score_columns(level: Level, rows: list[dict[str, Any]], *extra: str) -> list[str]:
+    """A held-out scores table's columns: loss, perplexity, bits, ``extra``, tokens, and the
+    oracle's when the rows have them (the model's and the n-gram baseline's tables)."""
+    columns = ["split", "loss", "perplexity", bits_key(level), *extra, "tokens"]
+    if any("oracle_gap" in r for r in rows):
+        columns += ["oracle_perplexity", "oracle_gap"]
+    return columns
 
 
 def side_by_side(result: dict[str, dict[str, Any]]) -> str:
@@ -43,19 +57,26 @@ def side_by_side(result: dict[str, dict[str, Any]]) -> str:
 @task(name="load-model", cache_policy=NO_CACHE)
 def load_model(level: Level) -> tuple[RNNLanguageModel, dict[str, Any]]:
     """The trained model (vocabulary checked) and its training params."""
-    model, _, c = ckpt.load_model(checkpoints(level), resolve_device("auto"))
-    if not c["progress"]["done"]:
-        get_run_logger().warning(f"{checkpoints(level)}: training stopped at step {c['progress']['step']}, unfinished")
-    return model, c["train"]
+    model, _, saved = ckpt.load_model(checkpoints(level), resolve_device("auto"))
+    if not (progress := saved["progress"])["done"]:
+        get_run_logger().warning(f"{checkpoints(level)}: training stopped at step {progress['step']}, unfinished")
+    return model, saved["train"]
 
 
 @task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="{split}")
-def evaluate_split(model: RNNLanguageModel, train: dict[str, Any], level: Level, split: str, batch_size: int,
-                   oracle: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def evaluate_split(
+    model: RNNLanguageModel,
+    train: dict[str, Any],
+    level: Level,
+    split: str,
+    batch_size: int,
+    oracle: dict[str, Any] | None,
+) -> dict[str, Any]:
     meta = read_json(paths.windows(level) / "meta.json")
     device = next(model.parameters()).device
-    m = split_metrics(score_split(model, train["mode"], paths.windows(level), meta, split, batch_size, device),
-                      level, oracle)  # fmt: skip
+    m = split_metrics(
+        score_split(model, train["mode"], paths.windows(level), meta, split, batch_size, device), level, oracle
+    )
     get_run_logger().info(f"{level} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
     return m
 
@@ -64,10 +85,7 @@ def evaluate_split(model: RNNLanguageModel, train: dict[str, Any], level: Level,
 def write_evaluation(level: Level, result: dict[str, dict[str, Any]]) -> None:
     write_json(evaluation(level), result)
     rows = [{"split": split, **m} for split, m in result.items()]
-    bits = "bits_per_char" if level == "char" else "bits_per_token"
-    cols = ["split", "loss", "perplexity", bits, "error_rate", "tokens"]
-    if any("oracle_gap" in r for r in rows):
-        cols += ["oracle_perplexity", "oracle_gap"]
+    cols = score_columns(level, rows, "error_rate")
     if any("ngram_perplexity" in r for r in rows):
         cols += ["ngram_perplexity"]
     create_markdown_artifact(
@@ -83,13 +101,12 @@ def evaluate(level: Level, params: EvaluateParams, ngram: dict[str, Any] | None 
 
     ``ngram``: the n-gram baseline's scores per split (flows/ngram.py), shown beside the model's.
     """
-    oracle = read_json(paths.ORACLE) if paths.ORACLE.exists() else {"available": False}
+    oracle = oracle_splits(level)
     ngram = ngram or {}
     model, train = load_model(level)
     result = {}
     for split in params.splits:
-        ref = oracle[level][split] if oracle.get("available") else None
-        result[split] = evaluate_split(model, train, level, split, params.batch_size, ref)
+        result[split] = evaluate_split(model, train, level, split, params.batch_size, oracle.get(split))
         if split in ngram:  # the baseline scored the same targets (flows/ngram.py)
             result[split] |= {"ngram_perplexity": ngram[split]["perplexity"], "ngram_loss": ngram[split]["loss"]}
     write_evaluation(level, result)

@@ -31,8 +31,10 @@ from prefect import flow
 from flows.common import (
     ARTIFACTS,
     checkpoints,
+    code_files,
     evaluation,
-    metrics,
+    metrics_file,
+    model_code,
     ngram_scores,
     plots,
     samples,
@@ -43,7 +45,8 @@ from flows.common import (
 from flows.evaluate import evaluate
 from flows.ngram import ngram
 from flows.sample import sample
-from flows.train import TRAIN_CODE, train
+from flows.train import train
+from models.evaluate import bits_key
 from pipeline import paths, stage
 from pipeline.params import EvaluateParams, Level, NgramParams, SampleParams, TrainParams, load_params
 
@@ -60,9 +63,7 @@ def spec(level: str) -> stage.StageSpec:
             "flows/ngram.py",
             "flows/sample.py",
             "flows/train.py",
-            *TRAIN_CODE,
-            "models/ngram.py",
-            "models/sampling.py",
+            *code_files(model_code("flows.lm")),  # the trained model's, the n-gram's and the sampler's
             "pipeline/docs.py",
             "pipeline/io.py",
             "pipeline/params.py",
@@ -77,7 +78,7 @@ def spec(level: str) -> stage.StageSpec:
         outs=tuple(
             str(p) for p in (checkpoints(level), ngram_scores(level), evaluation(level), samples(level), plots(level))
         ),
-        metrics=(str(metrics(level)),),
+        metrics=(str(metrics_file(level)),),
     )
 
 
@@ -87,7 +88,7 @@ def headline(level: Level, result: dict[str, dict[str, Any]]) -> dict[str, float
     m = result[split]
     out = {
         f"{split}_perplexity": m["perplexity"],
-        f"{split}_bits": m["bits_per_char" if level == "char" else "bits_per_token"],
+        f"{split}_bits": m[bits_key(level)],
     }
     if "oracle_gap" in m:
         out["oracle_gap"] = m["oracle_gap"]

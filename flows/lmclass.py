@@ -1,4 +1,4 @@
-"""Flow ``lmclass``: LM-based review classification (seed 000), beside the sentiment classifier.
+"""Flow ``lmclass``: LM-based review classification, beside the sentiment classifier.
 
     python -m flows.lmclass                # tasks/dvc.yaml, after lmclass_data and sentiment
 
@@ -28,7 +28,9 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
     ARTIFACTS,
+    code_files,
     markdown_table,
+    model_code,
     stage_main,
     tokenizer_settings,
     train_all,
@@ -44,7 +46,7 @@ from pipeline import stage
 from pipeline.errors import DataError
 from pipeline.io import read_json, write_json
 from pipeline.params import TrainParams, load_params
-from pipeline.taskpaths import IMDB_DATA
+from pipeline.paths import IMDB_DATA
 from pipeline.vocab import Vocab
 
 OUT = ARTIFACTS / "lmclass"
@@ -53,20 +55,8 @@ HISTORY = OUT / "history.csv"
 METRICS = OUT / "metrics.json"
 SENTIMENT_METRICS = ARTIFACTS / "sentiment" / "metrics.json"  # flows/sentiment.py writes it
 HISTORY_COLUMNS = ("label", "epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr")
-CODE = (
-    "models/checkpoint.py",
-    "models/cells.py",
-    "models/classify.py",
-    "models/config.py",
-    "models/data.py",
-    "models/device.py",
-    "models/distributed.py",
-    "models/evaluate.py",
-    "models/lm.py",
-    "models/lmclass.py",
-    "models/rnn.py",
-    "models/trainer.py",
-)
+# What the fingerprint hashes: the models/ modules this flow loads.
+CODE = model_code("flows.lmclass")
 
 
 def spec() -> stage.StageSpec:
@@ -75,11 +65,10 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/lmclass.py",
             "flows/common.py",
-            *CODE,
+            *code_files(CODE),
             "pipeline/io.py",
             "pipeline/params.py",
             "pipeline/shards.py",
-            "pipeline/taskpaths.py",
             "pipeline/vectors.py",
             "pipeline/vocab.py",
             str(IMDB_DATA.lm),
@@ -122,9 +111,10 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
         if not (data / "meta.json").is_file():
             raise DataError(f"{data}: no windows for class {label!r}; run `dvc repro tasks/dvc.yaml:lmclass_data`")
         fp = train_fingerprint(f"lmclass-{label}", data, train, tokenizer, CODE)
-        run_info = {"fingerprint": fp, "tokenizer": tokenizer, "vocab_path": str(IMDB_DATA.vocab)}
-        trainers[label] = lm_trainer(train, data, CHECKPOINTS / label, vocab, run_info, key="lmclass.train",
-                                     log=log.info)  # fmt: skip
+        provenance = {"fingerprint": fp, "tokenizer": tokenizer, "vocab_path": str(IMDB_DATA.vocab)}
+        trainers[label] = lm_trainer(
+            train, data, CHECKPOINTS / label, vocab, provenance, key="lmclass.train", log=log.info
+        )
     train_all(trainers)
     write_csv(HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
     result: dict[str, Any] = {"test": classify_test(trainers, labels, batch_size)}
@@ -133,13 +123,23 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
     if sentiment is not None:
         result["test"]["sentiment_accuracy"] = sentiment["test"]["accuracy"]
     write_json(METRICS, result)
-    rows = [{"classifier": f"one {train.cell.upper()} LM per class, higher log-likelihood per token",
-             "test accuracy": result["test"]["accuracy"], "reviews": result["test"]["examples"]}]  # fmt: skip
+    rows = [
+        {
+            "classifier": f"one {train.cell.upper()} LM per class, higher log-likelihood per token",
+            "test accuracy": result["test"]["accuracy"],
+            "reviews": result["test"]["examples"],
+        }
+    ]
     if sentiment is not None:
         model = sentiment.get("model", {})
         name = f"{model.get('cell', '?').upper()} classifier, readout {model.get('readout', '?')}"
-        rows.append({"classifier": name, "test accuracy": sentiment["test"]["accuracy"],
-                     "reviews": sentiment["test"]["examples"]})  # fmt: skip
+        rows.append(
+            {
+                "classifier": name,
+                "test accuracy": sentiment["test"]["accuracy"],
+                "reviews": sentiment["test"]["examples"],
+            }
+        )
     create_markdown_artifact(
         key="lmclass-metrics",
         markdown="# IMDB test accuracy: LM-based against the sentiment classifier\n\n"

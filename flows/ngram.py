@@ -1,4 +1,4 @@
-"""Flow ``ngram``: the Kneser-Ney n-gram baseline (seed 002) beside the RNN and the oracle.
+"""Flow ``ngram``: the Kneser-Ney n-gram baseline beside the RNN and the oracle.
 
 A subflow of the ``lm@<level>`` stage (flows/lm.py). Fits models/ngram.py on
 ``data/windows/<level>/train/stream.npy`` and scores the valid and test streams with the
@@ -19,9 +19,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import markdown_table, ngram_scores
-from models.ngram import KneserNey, fit
+from flows.evaluate import oracle_splits, score_columns
+from models.evaluate import loss_scores, oracle_comparison
+from models.ngram import KneserNey
 from pipeline import paths
-from pipeline.io import read_json, write_json
+from pipeline.io import write_json
 from pipeline.params import Level, NgramParams
 from pipeline.vocab import Vocab
 
@@ -31,19 +33,20 @@ SPLITS = ("valid", "test")
 @task(name="fit-ngram", cache_policy=NO_CACHE)
 def fit_ngram(level: Level, p: NgramParams) -> KneserNey:
     vocab = Vocab.load(paths.vocab(level))
-    model = fit(np.load(paths.windows(level) / "train" / "stream.npy", mmap_mode="r"), len(vocab), p.n,
-                modified=p.modified)  # fmt: skip
+    model = KneserNey.fit(
+        np.load(paths.windows(level) / "train" / "stream.npy", mmap_mode="r"), len(vocab), p.n, modified=p.modified
+    )
     get_run_logger().info(f"{level}: {model.summary()}")
     return model
 
 
 @task(name="score-split", cache_policy=NO_CACHE, task_run_name="{split}")
-def score_split(model: KneserNey, level: Level, split: str, oracle: dict[str, Any] | None) -> dict[str, Any]:
+def ngram_split_scores(model: KneserNey, level: Level, split: str, oracle: dict[str, Any] | None) -> dict[str, Any]:
+    """The baseline's entry for one split: the keys the RNN's has (but the error rate), and its total nats."""
     s = model.evaluate(np.load(paths.windows(level) / split / "stream.npy", mmap_mode="r"))
-    m: dict[str, Any] = s.to_dict(level)
+    m = loss_scores(s.nats_per_token, s.tokens, level) | {"nats": s.nats}
     if oracle is not None:
-        m["oracle_perplexity"] = oracle["perplexity"]
-        m["oracle_gap"] = s.perplexity / oracle["perplexity"]
+        m |= oracle_comparison(m["perplexity"], oracle)
     get_run_logger().info(f"{level} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
     return m
 
@@ -52,9 +55,7 @@ def score_split(model: KneserNey, level: Level, split: str, oracle: dict[str, An
 def write_ngram(level: Level, result: dict[str, Any]) -> None:
     write_json(ngram_scores(level), result)
     rows = [{"split": split, **result[split]} for split in SPLITS]
-    cols = ["split", "loss", "perplexity", "bits_per_char" if level == "char" else "bits_per_token", "tokens"]
-    if any("oracle_gap" in r for r in rows):
-        cols += ["oracle_perplexity", "oracle_gap"]
+    cols = score_columns(level, rows)
     model = result["model"]
     create_markdown_artifact(
         key=f"{level}-ngram",
@@ -67,10 +68,10 @@ def write_ngram(level: Level, result: dict[str, Any]) -> None:
 @flow(name="ngram")
 def ngram(level: Level, params: NgramParams) -> dict[str, Any]:
     """Fit on the train stream, score valid and test, write artifacts/<level>/ngram.json."""
-    oracle = read_json(paths.ORACLE) if paths.ORACLE.exists() else {"available": False}
+    oracle = oracle_splits(level)
     model = fit_ngram(level, params)
     result: dict[str, Any] = {"model": model.summary()}
     for split in SPLITS:
-        result[split] = score_split(model, level, split, oracle[level][split] if oracle.get("available") else None)
+        result[split] = ngram_split_scores(model, level, split, oracle.get(split))
     write_ngram(level, result)
     return result

@@ -1,4 +1,4 @@
-"""Flow ``ocr``: sequence labelling of handwritten words (seed 001), bidirectional against unidirectional.
+"""Flow ``ocr``: sequence labelling of handwritten words, bidirectional against unidirectional.
 
     python -m flows.ocr                    # tasks/dvc.yaml, after ocr_data
 
@@ -11,7 +11,8 @@ side by side. Writes under ``artifacts/ocr/``:
     metrics.json                      per direction: test loss, per-letter and per-word error
 
 and a markdown artifact ``ocr-metrics``. Padded frames count in neither the loss
-nor the errors.
+nor the errors. The task follows Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow
+for Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
     ARTIFACTS,
+    code_files,
     fingerprint,
     folder_data,
     markdown_table,
+    model_code,
     stage_main,
     train_all,
     write_csv,
@@ -37,26 +40,15 @@ from models.trainer import Trainer
 from pipeline import stage
 from pipeline.io import write_json
 from pipeline.params import OcrTaskParams, load_params
-from pipeline.taskpaths import OCR_DOCS
+from pipeline.paths import OCR_DOCS
 
 OUT = ARTIFACTS / "ocr"
 CHECKPOINTS = OUT / "checkpoints"
 ERRORS = OUT / "errors.csv"
 METRICS = OUT / "metrics.json"
 DIRECTIONS = {"bidirectional": True, "unidirectional": False}
-CODE = (
-    "models/checkpoint.py",
-    "models/cells.py",
-    "models/config.py",
-    "models/data.py",
-    "models/device.py",
-    "models/distributed.py",
-    "models/evaluate.py",
-    "models/ocr.py",
-    "models/rnn.py",
-    "models/trainer.py",
-    "pipeline/ocr_data.py",
-)
+# What the fingerprint hashes: the models/ modules this flow loads, and the OCR split reader.
+CODE = model_code("flows.ocr", "pipeline.ocr.table")
 
 
 def spec() -> stage.StageSpec:
@@ -65,8 +57,8 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/ocr.py",
             "flows/common.py",
-            *CODE,
-            "pipeline/corpus.py",
+            *code_files(CODE),
+            "pipeline/ocr/__init__.py",
             "pipeline/docs.py",
             "pipeline/download.py",
             "pipeline/io.py",
@@ -74,7 +66,6 @@ def spec() -> stage.StageSpec:
             "pipeline/shards.py",
             "pipeline/sources/__init__.py",
             "pipeline/sources/ocr.py",
-            "pipeline/taskpaths.py",
             "pipeline/vocab.py",
             str(OCR_DOCS),
         ),
@@ -100,14 +91,17 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
     trainers: dict[str, Trainer] = {}
     for name in names:
         fp = fingerprint(f"ocr-{name}", params, data, CODE)
+
         def build(device: Any, bi: bool = DIRECTIONS[name]) -> OcrTask:
             return OcrTask(params, OCR_DOCS, device, bidirectional=bi)
 
         trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr", log=log.info)
         log.info(f"{name}: {trainers[name].task.cfg}, {trainers[name].steps_per_epoch} steps per epoch")
     train_all(trainers)
-    epochs = [{"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
-              for i, h in enumerate(trainers[main].history)]  # fmt: skip
+    epochs = [
+        {"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
+        for i, h in enumerate(trainers[main].history)
+    ]
     write_csv(ERRORS, epochs, ["epoch", *DIRECTIONS])
     result = {name: evaluate_test(t, name) for name, t in trainers.items()}
     write_json(METRICS, result)
@@ -116,7 +110,8 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
         key="ocr-metrics",
         markdown="# OCR letters: test errors\n\n"
         + markdown_table(rows, ["model", "letter_error", "word_error", "loss", "letters", "words"])
-        + "\n\n## Valid per-letter error per epoch\n\n" + markdown_table(epochs, ["epoch", *trainers]),
+        + "\n\n## Valid per-letter error per epoch\n\n"
+        + markdown_table(epochs, ["epoch", *trainers]),
         description="per-letter and per-word error, bidirectional against unidirectional",
     )
     return result

@@ -98,12 +98,16 @@ def preprocess(params_file: str = "params.yaml", retries: int = 2) -> dict[str, 
     starts = sharded.offsets(extracted)  # needs every piece's document count: the one barrier
     tokenized = [f.result() for f in [tokenize.submit(p, o, e, job) for p, o, e in zip(pieces, starts, extracted)]]
     summary = publish(pieces, tokenized, job)
-    summary["computed"] = {"extract": sum(not m["reused"] for m in extracted),
-                           "tokenize": sum(not m["reused"] for m in tokenized)}  # fmt: skip
+    summary["computed"] = {
+        "extract": sum(not m["reused"] for m in extracted),
+        "tokenize": sum(not m["reused"] for m in tokenized),
+    }
     summary["flow_run_id"] = runtime.flow_run.id
     pages = {k: sum(m.get("pages", {}).get(k, 0) for m in extracted) for k in ("pages", "kept", "redirects")}
-    log.info(f"published {summary['docs']} documents from {len(pieces)} pieces ({pages['pages']} pages read, "
-             f"{pages['kept']} kept); computed {summary['computed']}, the rest reused; vocab {summary['vocab']}")  # fmt: skip
+    log.info(
+        f"published {summary['docs']} documents from {len(pieces)} pieces ({pages['pages']} pages read, "
+        f"{pages['kept']} kept); computed {summary['computed']}, the rest reused; vocab {summary['vocab']}"
+    )
     return summary
 
 
@@ -153,8 +157,11 @@ def run(params_file: str, commit: bool = False) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = stage.parser(__doc__)
-    p.add_argument("--commit", action="store_true",
-                   help=f"then `dvc commit -f {' '.join(DVC_STAGES)}`: record the outputs for `dvc repro`")  # fmt: skip
+    p.add_argument(
+        "--commit",
+        action="store_true",
+        help=f"then `dvc commit -f {' '.join(DVC_STAGES)}`: record the outputs for `dvc repro`",
+    )
     args: argparse.Namespace = p.parse_args(argv)
     return stage.run(lambda: run(args.params, args.commit))
 

@@ -64,9 +64,15 @@ def dvc(
     cmd = [str(DVC), *args]
     lines: list[str] = []
     with subprocess.Popen(
-        cmd, cwd=root, env=env(extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        errors="replace", bufsize=1,
-    ) as proc:  # fmt: skip
+        cmd,
+        cwd=root,
+        env=env(extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:  # streamed, so a long `dvc repro` shows its progress as it goes
             line = line.rstrip("\n")

@@ -64,8 +64,10 @@ def with_server(args: Sequence[str], port: int | None = None) -> int:
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise server.ServerError(f"cannot make Prefect's home {home} ({e.strerror}); set PREFECT_HOME to a folder "
-                                 "you can write, or home in prefect.toml") from None  # fmt: skip
+        raise server.ServerError(
+            f"cannot make Prefect's home {home} ({e.strerror}); set PREFECT_HOME to a folder "
+            "you can write, or home in prefect.toml"
+        ) from None
     srv = server.Server(port, log=home / "server.log")
     say(f"started a Prefect server for this run at {srv.api} (state in {home}/, log in {srv.log})")
     try:

@@ -8,8 +8,9 @@ Each run, in the repository ``repo``:
 
 1. ``dvc pull`` when a remote is configured (retried with backoff: the network);
 2. ``dvc repro``, or ``dvc exp run -S key=value ...`` when ``overrides`` are given; only the
-   chosen levels' ``lm`` stages (and what they need) when ``levels`` is a subset. A failed stage fails the run with the stage's own error in the logs, and the
-   promoted model is untouched;
+   chosen levels' ``lm`` stages (and what they need) when ``levels`` is a subset. A failed
+   stage fails the run with the stage's own error in the logs, and the promoted model is
+   untouched;
 3. per level, the new model's perplexity on ``retrain.split`` (from the lm stage's
    ``artifacts/<level>/evaluation.json``) against the promoted model's on the same held-out data
    (its recorded number when the data and the evaluation are the same, else the promoted
@@ -136,16 +137,16 @@ def score_promoted(root: Path, level: Level, record: dict[str, Any], split: str,
     import torch
 
     from models import checkpoint as ckpt
-    from models.evaluate import metrics as split_metrics
-    from models.evaluate import score_split
+    from models.evaluate import score_split, split_metrics
 
     meta = read_json(root / paths.windows(level) / "meta.json")
     if record["vocab_sha256"] != meta["vocab_sha256"]:
         return None  # ids mean other tokens now: its perplexity over them would be meaningless
     folder = root / record["model"]
-    model, _, c = ckpt.load_model(folder, torch.device("cpu"), folder / registry.VOCAB)
-    scores = score_split(model, c["train"]["mode"], root / paths.windows(level), meta, split, batch_size,
-                         torch.device("cpu"))  # fmt: skip
+    model, _, saved = ckpt.load_model(folder, torch.device("cpu"), folder / registry.VOCAB)
+    scores = score_split(
+        model, saved["train"]["mode"], root / paths.windows(level), meta, split, batch_size, torch.device("cpu")
+    )
     ppl = split_metrics(scores, level)["perplexity"]
     get_run_logger().info(f"promoted {level} model re-scored on the current {split} split: perplexity {ppl:.4f}")
     return float(ppl)
@@ -185,11 +186,15 @@ def compare(root: Path, level: Level, p: Params, overrides: dict[str, Override],
         "promoted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "flow_run": {"id": str(flow_run.id) if flow_run.id else None, "name": flow_run.name},
         "decision": decision.reason,
-        "previous": None if promoted is None else {
-            "checkpoint_sha256": promoted["checkpoint_sha256"], "model": promoted["model"],
-            "perplexity": incumbent, "promoted_at": promoted.get("promoted_at"),
+        "previous": None
+        if promoted is None
+        else {
+            "checkpoint_sha256": promoted["checkpoint_sha256"],
+            "model": promoted["model"],
+            "perplexity": incumbent,
+            "promoted_at": promoted.get("promoted_at"),
         },
-    }  # fmt: skip
+    }
     model = None
     if decision.promote:
         model = registry.promote(root, level, record, ckpt_file, root / paths.vocab(level))
@@ -212,14 +217,18 @@ def report(level: str, outcome: dict[str, Any]) -> str:
     pct = "n/a" if d["improvement"] is None else f"{d['improvement']:+.2%}"
     rows = [
         {"model": "new", "perplexity": d["candidate"], "checkpoint": "this run"},
-        {"model": "promoted before", "perplexity": "n/a" if d["incumbent"] is None else d["incumbent"],
-         "checkpoint": before["model"] if before else "none"},
-    ]  # fmt: skip
+        {
+            "model": "promoted before",
+            "perplexity": "n/a" if d["incumbent"] is None else d["incumbent"],
+            "checkpoint": before["model"] if before else "none",
+        },
+    ]
     where = (
         f"Registry: `registry/{level}.json` now points at `{outcome['model']}`. Commit it "
         "(`git add registry.dvc dvc.lock && git commit`) so the team sees it; `dvc push` shares the files."
-        if d["promote"] else f"Registry unchanged: `registry/{level}.json`."
-    )  # fmt: skip
+        if d["promote"]
+        else f"Registry unchanged: `registry/{level}.json`."
+    )
     return (
         f"# Promotion, {level} level\n\nDecision: **{verdict}**. {d['reason']}.\n\n"
         + markdown_table(rows, ["model", "perplexity", "checkpoint"])
@@ -233,9 +242,10 @@ def report(level: str, outcome: dict[str, Any]) -> str:
 def publish(level: str, outcome: dict[str, Any]) -> None:
     verdict = "promoted" if outcome["decision"]["promote"] else "kept"
     create_markdown_artifact(
-        key=f"promotion-{level}", markdown=report(level, outcome),
+        key=f"promotion-{level}",
+        markdown=report(level, outcome),
         description=f"{level}: new model {verdict}; perplexity against the promoted one",
-    )  # fmt: skip
+    )
 
 
 @flow(name="retrain")
@@ -280,10 +290,17 @@ def retrain(
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", default=".", help="repository root (default: %(default)s)")
-    ap.add_argument("--level", action="append", choices=LEVELS, help="retrain this level (repeatable; default: "
-                    "retrain.levels)")  # fmt: skip
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param for "
-                    "this run (dvc exp run -S)")  # fmt: skip
+    ap.add_argument(
+        "--level", action="append", choices=LEVELS, help="retrain this level (repeatable; default: retrain.levels)"
+    )
+    ap.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param for this run (dvc exp run -S)",
+    )
     ap.add_argument("--remote", help="DVC remote (default: the default remote, if any)")
     ap.add_argument("--force", action="store_true", help="promote whatever the numbers")
     args = ap.parse_args(argv)

@@ -1,9 +1,10 @@
 """Flow ``sample``: generate text from one level's trained model.
 
-A subflow of the ``lm@<level>`` stage (flows/lm.py). Writes ``artifacts/<level>/samples.txt``: ``sample.<level>.count`` temperature
-samples after the prime (p_i ∝ exp(log p_i / T), optionally among the top k),
-then one greedy decoding that stops at ``greedy_stop`` (seed 003: "."). Sampling
-is stateful: the prime is fed once, then one step per token.
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Writes ``artifacts/<level>/samples.txt``:
+``sample.<level>.count`` temperature samples after the prime (p_i ∝ exp(log p_i / T),
+optionally among the top k), then one greedy decoding that stops at ``greedy_stop`` (".",
+as in the nonsense-language LSTM tutorial notebook of the ``theano_lstm`` package).
+Sampling is stateful: the prime is fed once, then one step per token.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ def load_model(level: Level) -> LanguageModel:
 @task(name="generate", cache_policy=NO_CACHE)
 def generate(lm: LanguageModel, p: SampleParams) -> list[str]:
     """``count`` samples with seeds seed, seed+1, ...; then the greedy line, if asked for."""
-    lines = [
-        lm.generate(p.prime, p.max_tokens, p.temperature, p.top_k, seed=p.seed + i).text for i in range(p.count)
-    ]
+    lines = [lm.generate(p.prime, p.max_tokens, p.temperature, p.top_k, seed=p.seed + i).text for i in range(p.count)]
     if p.greedy_stop is not None:
         lines.append(lm.generate(p.prime, p.max_tokens, greedy=True, stop=p.greedy_stop).text)
     for line in lines:

@@ -1,10 +1,13 @@
-"""Flow ``sentiment``: a GRU/LSTM review classifier on IMDB (seeds 001 and 002).
+"""Flow ``sentiment``: a GRU/LSTM review classifier on IMDB.
 
     python -m flows.sentiment              # tasks/dvc.yaml, after imdb_data
 
 Trains models/classify.py with the shared Trainer on ``data/imdb/windows``
 (padded rows and labels; valid accuracy after each epoch), then scores the test
-split. Writes under ``artifacts/sentiment/``:
+split. The task and its ``last`` readout follow Abrahams, Hafner, Erwitt &
+Scarpinelli, *TensorFlow for Machine Intelligence* (Bleeding Edge Press, 2016),
+chapter 6; the ``mean`` and ``max`` readouts pool over each review's valid steps
+instead. Writes under ``artifacts/sentiment/``:
 
     checkpoints/last.pt   rolling checkpoint (persist: a killed run resumes, a finished one is reused)
     history.csv           train loss, valid loss and accuracy per epoch (DVC plot)
@@ -28,8 +31,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
     ARTIFACTS,
+    code_files,
     fingerprint,
     markdown_table,
+    model_code,
     stage_main,
     tokenizer_settings,
     train_all,
@@ -41,7 +46,7 @@ from models.trainer import Trainer
 from pipeline import stage
 from pipeline.io import sha256_file, write_json
 from pipeline.params import SentimentParams, load_params
-from pipeline.taskpaths import IMDB_DATA
+from pipeline.paths import IMDB_DATA
 from pipeline.vocab import Vocab
 
 OUT = ARTIFACTS / "sentiment"
@@ -49,19 +54,8 @@ CHECKPOINTS = OUT / "checkpoints"
 HISTORY = OUT / "history.csv"
 METRICS = OUT / "metrics.json"
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_accuracy", "lr")
-CODE = (
-    "models/checkpoint.py",
-    "models/cells.py",
-    "models/classify.py",
-    "models/config.py",
-    "models/data.py",
-    "models/device.py",
-    "models/distributed.py",
-    "models/evaluate.py",
-    "models/rnn.py",
-    "models/trainer.py",
-    "pipeline/vectors.py",
-)
+# What the fingerprint hashes: the models/ modules this flow loads, and the pretrained-vector aligner.
+CODE = model_code("flows.sentiment", "pipeline.vectors")
 
 
 def spec() -> stage.StageSpec:
@@ -70,11 +64,10 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/sentiment.py",
             "flows/common.py",
-            *CODE,
+            *code_files(CODE),
             "pipeline/io.py",
             "pipeline/params.py",
             "pipeline/shards.py",
-            "pipeline/taskpaths.py",
             "pipeline/vocab.py",
             str(IMDB_DATA.windows),
             str(IMDB_DATA.vocab),
@@ -111,17 +104,29 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
     fp = fingerprint("sentiment", {"params": params.model_dump(mode="json"), "tokenizer": tokenizer}, data, CODE)
 
     def build(device: Any) -> SentimentTask:
-        return SentimentTask(params, IMDB_DATA.windows, vocab, device, vocab_path=str(IMDB_DATA.vocab),
-                             tokenizer=tokenizer, embeddings=emb)  # fmt: skip
+        return SentimentTask(
+            params,
+            IMDB_DATA.windows,
+            vocab,
+            device,
+            vocab_path=str(IMDB_DATA.vocab),
+            tokenizer=tokenizer,
+            embeddings=emb,
+        )
 
     trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment", log=log.info)
-    log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, "
-             f"{params.epochs} epochs")  # fmt: skip
+    log.info(
+        f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
+    )
     train_all({"": trainer})
     write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
     result: dict[str, Any] = {split: evaluate_split(trainer.task, split) for split in ("valid", "test")}
-    result["model"] = {"cell": params.cell, "readout": params.readout, "hidden": params.hidden,
-                       "embeddings": trainer.task.embeddings_info}  # fmt: skip
+    result["model"] = {
+        "cell": params.cell,
+        "readout": params.readout,
+        "hidden": params.hidden,
+        "embeddings": trainer.task.embeddings_info,
+    }
     write_json(METRICS, result)
     test = result["test"]
     create_markdown_artifact(

@@ -1,4 +1,4 @@
-"""Flow ``skipgram``: word2vec skip-gram embeddings (seed 001) on the word-level windows.
+"""Flow ``skipgram``: word2vec skip-gram embeddings on the word-level windows.
 
     python -m flows.skipgram
 
@@ -14,7 +14,9 @@ Trains models/skipgram.py with the shared Trainer on ``data/windows/word``
     plots/metrics/*.tsv   DVCLive: train and held-out loss per epoch (the DVC plot)
     metrics.json          DVCLive: the held-out loss (and analogy accuracy): the DVC metrics
 
-A markdown artifact ``skipgram-neighbors`` lists the nearest neighbours by cosine.
+A markdown artifact ``skipgram-neighbors`` lists the nearest neighbours by cosine. The
+model and its training follow Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for
+Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
     ARTIFACTS,
+    code_files,
     fingerprint,
     markdown_table,
+    model_code,
     stage_main,
     train_all,
     windows_data,
@@ -41,7 +45,7 @@ from pipeline import paths, stage
 from pipeline.io import write_json
 from pipeline.params import SkipgramParams, load_params
 from pipeline.vectors import save_embeddings, write_word2vec
-from pipeline.vocab import Vocab
+from pipeline.vocab import NUM_SPECIALS, Vocab
 
 OUT = ARTIFACTS / "skipgram"
 CHECKPOINTS = OUT / "checkpoints"
@@ -52,19 +56,8 @@ REPORT = OUT / "report.json"
 PLOTS = OUT / "plots"
 METRICS = OUT / "metrics.json"
 CURVES = ("train_loss", "valid_loss")
-CODE = (
-    "models/checkpoint.py",
-    "models/cells.py",
-    "models/config.py",
-    "models/data.py",
-    "models/device.py",
-    "models/distributed.py",
-    "models/evaluate.py",
-    "models/rnn.py",
-    "models/skipgram.py",
-    "models/trainer.py",
-    "pipeline/pairs.py",
-)
+# What the fingerprint hashes: the models/ modules this flow loads, and the pair sampler.
+CODE = model_code("flows.skipgram", "pipeline.skipgram.pairs")
 NEIGHBOURS = 10  # listed per word
 
 
@@ -74,10 +67,11 @@ def spec() -> stage.StageSpec:
         deps=(
             "flows/skipgram.py",
             "flows/common.py",
-            *CODE,
+            *code_files(CODE),
             "pipeline/io.py",
             "pipeline/params.py",
             "pipeline/shards.py",
+            "pipeline/skipgram/__init__.py",
             "pipeline/vectors.py",
             "pipeline/vocab.py",
             str(paths.windows("word")),
@@ -94,7 +88,7 @@ def export(task_: SkipgramTask, vocab: Vocab) -> None:
     matrix = task_.embeddings()
     n = task_.cfg.vocab_size  # trained rows; the rest repeat <unk>'s
     save_embeddings(EMBEDDINGS, matrix, vocab, paths.vocab("word"), trained=n)
-    write_word2vec(VECTORS, matrix[3:n], vocab.tokens[3:n])
+    write_word2vec(VECTORS, matrix[NUM_SPECIALS:n], vocab.tokens[NUM_SPECIALS:n])
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -105,7 +99,7 @@ def report(task_: SkipgramTask, vocab: Vocab, p: SkipgramParams, history: list[d
     if missing:
         get_run_logger().warning(f"skipgram.neighbors: {missing} not among the {n} trained words; left out")
     if not p.neighbors:
-        words = list(vocab.tokens[3 : min(n, 3 + 10)])  # the 10 most frequent
+        words = list(vocab.tokens[NUM_SPECIALS : min(n, NUM_SPECIALS + 10)])  # the 10 most frequent
     lists = nearest(matrix, vocab.tokens, [vocab.id(w) for w in words], NEIGHBOURS, candidates=n)
     result: dict[str, Any] = {
         "valid_loss": history[-1]["valid_loss"],
@@ -133,10 +127,18 @@ def skipgram(params: SkipgramParams) -> dict[str, Any]:
     data = paths.windows("word")
     vocab = Vocab.load(paths.vocab("word"))
     fp = fingerprint("skipgram", params, windows_data(data), CODE)
-    trainer = Trainer(lambda device: SkipgramTask(params, data, vocab, device, vocab_path=str(paths.vocab("word"))),
-                      params, CHECKPOINTS, fp, key="skipgram", log=log.info)  # fmt: skip
-    log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.task.steps_per_pass} steps per pass, "
-             f"{trainer.steps_per_epoch} per epoch, {params.epochs} epochs")  # fmt: skip
+    trainer = Trainer(
+        lambda device: SkipgramTask(params, data, vocab, device, vocab_path=str(paths.vocab("word"))),
+        params,
+        CHECKPOINTS,
+        fp,
+        key="skipgram",
+        log=log.info,
+    )
+    log.info(
+        f"{trainer.task.cfg} on {trainer.device}: {trainer.task.steps_per_pass} steps per pass, "
+        f"{trainer.steps_per_epoch} per epoch, {params.epochs} epochs"
+    )
     train_all({"": trainer})
     export(trainer.task, vocab)
     result = report(trainer.task, vocab, params, trainer.history)

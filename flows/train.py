@@ -35,7 +35,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import checkpoints, lm_fingerprint, markdown_table, train_all
+from flows.common import checkpoints, lm_fingerprint, markdown_table, model_code, train_all
 from models import ddp_train
 from models.checkpoint import FILE
 from models.checkpoint import load as load_checkpoint
@@ -47,20 +47,8 @@ from pipeline.io import sha256_file
 from pipeline.params import DistributedParams, Level, TrainParams
 from pipeline.vocab import Vocab
 
-# The models/ files this stage imports: their hashes are the fingerprint's code version.
-TRAIN_CODE = (
-    "models/checkpoint.py",
-    "models/cells.py",
-    "models/config.py",
-    "models/data.py",
-    "models/ddp_train.py",
-    "models/device.py",
-    "models/distributed.py",
-    "models/evaluate.py",
-    "models/lm.py",
-    "models/rnn.py",
-    "models/trainer.py",
-)
+# The models/ modules this stage imports (by name): their hashes are the fingerprint's code version.
+TRAIN_CODE = model_code("flows.train")
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr")
 
 
@@ -109,23 +97,39 @@ def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprin
         key=f"train.{level}",
         log=log.info,
     )
-    log.info(f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs")
+    log.info(
+        f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
+    )
     train_all({"": trainer})
-    return {"checkpoint": str(trainer.path), "sha256": trainer.sha256, "fingerprint": fingerprint,
-            "history": trainer.history}  # fmt: skip
+    return {
+        "checkpoint": str(trainer.path),
+        "sha256": trainer.sha256,
+        "fingerprint": fingerprint,
+        "history": trainer.history,
+    }
 
 
-def fit_torchrun(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str,
-                 log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+def fit_torchrun(
+    level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Train with ``params.distributed.nproc`` torchrun processes (models/ddp_train.py); the same record.
 
     Rank 0's log lines come through to the Prefect log. The launcher runs in its own
     process group, stopped whole if this task is interrupted.
     """
     nproc = params.distributed.nproc
-    argv = ddp_train.command(nproc, ddp_train.arguments(
-        params, paths.windows(level), paths.vocab(level), checkpoints(level), fingerprint, f"train.{level}", tokenizer
-    ))  # fmt: skip
+    argv = ddp_train.command(
+        nproc,
+        ddp_train.arguments(
+            params,
+            paths.windows(level),
+            paths.vocab(level),
+            checkpoints(level),
+            fingerprint,
+            f"train.{level}",
+            tokenizer,
+        ),
+    )
     log(f"launching {nproc} training processes: {shlex.join(argv)}")
     tail: deque[str] = deque(maxlen=30)
     errors: list[str] = []  # each rank prints a user error as "error: rank R: ..." (models/ddp_train.py)
@@ -156,8 +160,12 @@ def fit_torchrun(level: Level, params: TrainParams, tokenizer: dict[str, Any], f
             + (errors[0] if errors else "\n".join(tail))
         )
     path = checkpoints(level) / FILE
-    return {"checkpoint": str(path), "sha256": sha256_file(path), "fingerprint": fingerprint,
-            "history": load_checkpoint(path)["history"]}  # fmt: skip
+    return {
+        "checkpoint": str(path),
+        "sha256": sha256_file(path),
+        "fingerprint": fingerprint,
+        "history": load_checkpoint(path)["history"],
+    }
 
 
 def intact(record: dict[str, Any], level: str) -> bool:

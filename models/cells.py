@@ -46,7 +46,8 @@ KINDS: dict[str, tuple[Literal["lstm", "gru"], dict[str, bool]]] = {
     "lstm_ln": ("lstm", {"layer_norm": True}),
     "gru_ln": ("gru", {"layer_norm": True}),
 }
-# Issue 4: every LSTM starts out remembering (Gers, Schmidhuber & Cummins 2000, "Learning to forget";
+# Every LSTM's forget-gate bias starts at 1, so that it starts out remembering (Gers, Schmidhuber & Cummins
+# 2000, "Learning to forget";
 # Jozefowicz, Zaremba & Sutskever 2015, "An empirical exploration of recurrent network architectures").
 FORGET_BIAS = 1.0
 LN_EPS = 1e-5  # nn.LayerNorm's default
@@ -276,8 +277,9 @@ class VariantGRU(_Stack):
         layer_norm: normalise the two projections.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, *,
-                 layer_norm: bool = False):  # fmt: skip
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, *, layer_norm: bool = False
+    ):
         self.gates = 3
         super().__init__(input_size, hidden_size, num_layers, dropout, layer_norm)
         self.reset_parameters()
@@ -338,11 +340,6 @@ def set_forget_bias(module: nn.Module, value: float = FORGET_BIAS) -> None:
         for k in range(module.num_layers):
             getattr(module, f"bias_ih_l{k}")[rows] = value
             getattr(module, f"bias_hh_l{k}")[rows] = 0.0
-
-
-def is_lstm(module: nn.Module) -> bool:
-    """Whether ``module``'s state is an (h, c) pair, as for nn.LSTM."""
-    return isinstance(module, (nn.LSTM, VariantLSTM))
 
 
 def make_recurrent(

@@ -1,20 +1,9 @@
 """Checkpoints: plain dicts of tensors and plain types, written atomically, read with weights_only.
 
-A training checkpoint holds (nanoGPT style)::
-
-    format       "rnnlab-lm/1"
-    model        state_dict (CPU tensors)
-    config       ModelConfig.to_dict() (output: full | adaptive and cutoffs; older ones lack them: full)
-    train        TrainParams.model_dump()
-    optimizer, scheduler   their state_dicts
-    rng          torch / cuda generator states (tensors)
-    progress     step, epoch, epoch_loss, epoch_tokens, done
-    state        stream mode: the carried recurrent state (list of tensors) or None
-    history      one dict per finished epoch
-    vocab        {"path", "sha256", "size"}: the vocabulary file it was trained with
-    tokenizer    {"level", "pattern", "lowercase"}: how text became tokens
-    fingerprint  the training cache key (flows.common.fingerprint)
-    threads      torch intra-op threads it ran with
+A training checkpoint is one flat dict (nanoGPT style): the keys of ``TRAINER_KEYS``, which
+the Trainer writes for every task (models/trainer.py checks that it writes exactly these), and
+the task's own ``checkpoint_fields()``, for a language model those of ``LM_KEYS``. Both name
+each key and what it holds.
 
 Everything loads with ``torch.load(weights_only=True)``: no pickled classes.
 """
@@ -29,13 +18,36 @@ from typing import Any
 import torch
 
 from models.config import ModelConfig
-from models.rnn import RNNLanguageModel, build_model
+from models.rnn import RNNLanguageModel
 from pipeline.errors import RnnlabError
 from pipeline.io import atomic_open, sha256_file
 from pipeline.vocab import Vocab
 
 FORMAT = "rnnlab-lm/1"  # language models (models/lm.py); every task names its own "rnnlab-<task>/<version>"
 FILE = "last.pt"  # the one rolling checkpoint in a checkpoints folder
+
+# What Trainer.checkpoint writes for every task: each key and what it holds.
+TRAINER_KEYS: dict[str, str] = {
+    "model": "the model's state_dict (CPU tensors)",
+    "train": "the loop params, model_dump() (TrainParams for a language model)",
+    "optimizer": "the optimizer's state_dict",
+    "scheduler": "the LR scheduler's state_dict",
+    "rng": "rank 0's torch / cuda generator states (tensors)",
+    "rng_ranks": "every rank's generator states, in rank order",
+    "world_size": "how many training processes wrote it",
+    "progress": "step, epoch, loss_sum and count (the running epoch's sums), done",
+    "task_state": "the task's state_dict(); a language model's {'state': carried recurrent state or None}",
+    "history": "one dict per finished epoch",
+    "fingerprint": "the training cache key (flows.common.fingerprint)",
+    "threads": "torch intra-op threads it ran with",
+}
+# What a language model adds (LanguageModelTask.checkpoint_fields); other tasks name their own.
+LM_KEYS: dict[str, str] = {
+    "format": f"{FORMAT!r}",
+    "config": "ModelConfig.to_dict() (output: full | adaptive and cutoffs; older ones lack them: full)",
+    "vocab": "{path, sha256, size}: the vocabulary file it was trained with",
+    "tokenizer": "{level, pattern, lowercase}: how text became tokens",
+}
 
 
 class CheckpointError(RnnlabError):
@@ -75,7 +87,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str
             "torch.load(weights_only=True) refused; do not trust this file (loaded without weights_only it "
             "could run code): it is not a checkpoint rnnlab wrote. Delete it, or retrain"
         ) from None
-    except Exception as e:  # noqa: BLE001 (torch raises many types for a foreign or truncated file)
+    except Exception as e:
         raise CheckpointError(_unreadable(path, e)) from None
     got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
     if not isinstance(got, str) or not got.startswith("rnnlab-"):
@@ -123,17 +135,17 @@ def load_model(
     path: str | Path, device: torch.device, vocab: str | Path | None = None
 ) -> tuple[RNNLanguageModel, Vocab, dict[str, Any]]:
     """A language model's checkpoint: its model (in eval mode, on ``device``), its checked vocabulary, and the dict."""
-    c = load(path, map_location=device, expect=FORMAT)
-    v = load_vocab(c, vocab)
+    saved = load(path, map_location=device, expect=FORMAT)
+    v = load_vocab(saved, vocab)
     try:
-        cfg = ModelConfig.from_dict(c["config"])
-        model = build_model(cfg)
-        model.load_state_dict(c["model"])
+        cfg = ModelConfig.from_dict(saved["config"])
+        model = RNNLanguageModel(cfg)
+        model.load_state_dict(saved["model"])
     except (KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path}: checkpoint does not fit an rnnlab model ({e}); retrain it") from None
     if cfg.vocab_size != len(v):
         raise CheckpointError(f"{path}: the model has {cfg.vocab_size} outputs but the vocabulary {len(v)} tokens")
-    return model.to(device).eval(), v, c
+    return model.to(device).eval(), v, saved
 
 
 # --- random generators ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sentiment classification (seeds 001 and 002): a GRU or LSTM over word embeddings, two readouts.
+"""Sentiment classification: a GRU or LSTM over word embeddings, two readouts.
 
     task = SentimentTask(params.sentiment, Path("data/imdb/windows"), vocab, device, vocab_path=...,
                          tokenizer={...}, embeddings=initial_embeddings(path, vocab))
@@ -12,17 +12,19 @@ cell of models/rnn.py's factory (nn.GRU, nn.LSTM, or a models/cells.py variant).
 
 Readouts over the outputs (T, B, H) of a review of length n:
 
-``last`` (seed 001)
+``last``
     the last relevant output, gathered at step n - 1: padding past n is never read,
-    and since the network runs forward, no output before n has seen any.
-``mean`` / ``max`` (seed 002)
+    and since the network runs forward, no output before n has seen any. This is the
+    readout of Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine
+    Intelligence* (Bleeding Edge Press, 2016), chapter 6.
+``mean`` / ``max``
     pooling over the n valid steps only; padded steps are masked out.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,11 @@ from torch import Tensor, nn
 
 from models import cells
 from models import checkpoint as ckpt
-from models.config import ModelConfigError
+from models.config import ModelConfigError, SavedConfig
 from models.data import open_array, read_meta, shuffled_rows
 from models.evaluate import eval_mode
 from models.rnn import CELLS
+from models.trainer import Task
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import SentimentParams
 from pipeline.vectors import align_text_vectors, load_embeddings
@@ -48,7 +51,7 @@ READOUTS = ("last", "mean", "max")
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(SavedConfig):
     """Everything that fixes a ``SequenceClassifier``'s parameters."""
 
     vocab_size: int
@@ -59,14 +62,6 @@ class ClassifierConfig:
     layers: int = 1
     dropout: float = 0.0
     readout: str = "last"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def readout(out: Tensor, lengths: Tensor, how: str) -> Tensor:
@@ -103,11 +98,12 @@ class SequenceClassifier(nn.Module):
         return self.out(self.drop(readout(out, lengths, self.cfg.readout)))
 
 
-# --- embeddings from item 1 or a pretrained file ------------------------------------------
+# --- embeddings from the skipgram stage or a pretrained file ------------------------------
 
 
-def initial_embeddings(path: str | Path, vocab: Vocab, vocab_path: str | Path, emb_dim: int,
-                       key: str = "sentiment") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:  # fmt: skip
+def initial_embeddings(
+    path: str | Path, vocab: Vocab, vocab_path: str | Path, emb_dim: int, key: str = "sentiment"
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(matrix (V, D), rows found (V,), summary) from an ``embeddings.npy`` or a word2vec/GloVe text file.
 
     An .npy must belong to ``vocab`` (its embeddings.json says which vocabulary it was trained
@@ -121,8 +117,10 @@ def initial_embeddings(path: str | Path, vocab: Vocab, vocab_path: str | Path, e
         aligned = align_text_vectors(path, vocab)
         matrix, found, summary = aligned.matrix, aligned.found, aligned.summary()
     if matrix.shape[1] != emb_dim:
-        raise ParamsError(f"{key}.emb_dim is {emb_dim} but {path} holds {matrix.shape[1]}-dimensional vectors; "
-                          f"set {key}.emb_dim: {matrix.shape[1]}")  # fmt: skip
+        raise ParamsError(
+            f"{key}.emb_dim is {emb_dim} but {path} holds {matrix.shape[1]}-dimensional vectors; "
+            f"set {key}.emb_dim: {matrix.shape[1]}"
+        )
     return matrix, found, {"path": str(path), **summary}
 
 
@@ -139,15 +137,19 @@ class LabelledRows:
         try:
             self.labels = np.asarray(np.load(self.folder / "labels.npy"), np.int64)  # (R,)
         except FileNotFoundError:
-            raise DataError(f"{self.folder}/labels.npy: not found; the documents have no labels "
-                            "(a classifier needs a labelled source such as IMDB)") from None  # fmt: skip
+            raise DataError(
+                f"{self.folder}/labels.npy: not found; the documents have no labels "
+                "(a classifier needs a labelled source such as IMDB)"
+            ) from None
         if (self.labels < 0).any():
             raise DataError(f"{self.folder}: {int((self.labels < 0).sum())} rows have no label; drop unlabelled splits")
         counts = np.bincount(self.labels, minlength=len(classes))
         empty = [c for c, n in zip(classes, counts) if n == 0]
         if empty:
-            raise DataError(f"{self.folder}: class {', '.join(map(repr, empty))} has no rows here; every class "
-                            "needs examples in every split")  # fmt: skip
+            raise DataError(
+                f"{self.folder}: class {', '.join(map(repr, empty))} has no rows here; every class "
+                "needs examples in every split"
+            )
         self.counts = counts
 
     def __len__(self) -> int:
@@ -170,13 +172,13 @@ def classification_metrics(truth: np.ndarray, pred: np.ndarray, names: list[str]
     cm = confusion_matrix(truth, pred, len(names))
     return {
         "accuracy": float((truth == pred).mean()) if len(truth) else 0.0,
-        "examples": int(len(truth)),
+        "examples": len(truth),
         "classes": names,
         "confusion": cm.tolist(),  # rows: true class, columns: predicted, in `classes` order
     }
 
 
-class SentimentTask:
+class SentimentTask(Task):
     """Review classification on ``data_dir/{train,valid,...}``; the ``Task`` a Trainer runs."""
 
     unit = "reviews"
@@ -198,14 +200,17 @@ class SentimentTask:
         self.meta = read_meta(self.data_dir, vocab)
         self.names: list[str] = self.meta.get("labels") or []
         if len(self.names) < 2:
-            raise DataError(f"{self.data_dir}/meta.json: labels {self.names}; a classifier needs at least two classes "
-                            "(a labelled source such as IMDB, windows with 'padded' in modes)")  # fmt: skip
+            raise DataError(
+                f"{self.data_dir}/meta.json: labels {self.names}; a classifier needs at least two classes "
+                "(a labelled source such as IMDB, windows with 'padded' in modes)"
+            )
         self.vocab_ref = ckpt.vocab_ref(vocab, vocab_path)
         self.tokenizer = tokenizer
         self.train = LabelledRows(self.data_dir / "train", self.names)
         self._splits: dict[str, LabelledRows] = {"train": self.train}  # opened once, validated every epoch
-        self.cfg = ClassifierConfig(len(vocab), len(self.names), p.cell, p.emb_dim, p.hidden, p.layers, p.dropout,
-                                    p.readout)  # fmt: skip
+        self.cfg = ClassifierConfig(
+            len(vocab), len(self.names), p.cell, p.emb_dim, p.hidden, p.layers, p.dropout, p.readout
+        )
         try:
             self.model = SequenceClassifier(self.cfg).to(device)
         except ModelConfigError as e:
@@ -250,12 +255,6 @@ class SentimentTask:
         m = self.evaluate("valid")
         return {"loss": m["loss"], "accuracy": m["accuracy"]}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
     def checkpoint_fields(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -274,23 +273,23 @@ class SentimentTask:
 class Classifier:
     """A trained sentiment classifier with its vocabulary and tokenizer: text in, class probabilities out."""
 
-    def __init__(self, model: SequenceClassifier, vocab: Vocab, c: dict[str, Any], device: torch.device):
+    def __init__(self, model: SequenceClassifier, vocab: Vocab, saved: dict[str, Any], device: torch.device):
         from pipeline.tokenize import WordTokenizer
 
         self.model, self.vocab, self.device = model.eval(), vocab, device
-        self.labels: list[str] = c["labels"]
-        self.max_length: int = c["max_length"]
-        tok = c["tokenizer"] or {}
+        self.labels: list[str] = saved["labels"]
+        self.max_length: int = saved["max_length"]
+        tok = saved["tokenizer"] or {}
         self._tokenize = WordTokenizer(tok.get("pattern", r"[A-Za-z]+|[!?.:,()]"), tok.get("lowercase", True))
 
     @classmethod
     def load(cls, path: str | Path, vocab: str | Path | None = None, device: torch.device | None = None) -> Classifier:
         device = device or torch.device("cpu")
-        c = ckpt.load(path, map_location=device, expect=FORMAT)
-        v = ckpt.load_vocab(c, vocab)
-        model = SequenceClassifier(ClassifierConfig.from_dict(c["classifier"]))
-        model.load_state_dict(c["model"])
-        return cls(model.to(device), v, c, device)
+        saved = ckpt.load(path, map_location=device, expect=FORMAT)
+        v = ckpt.load_vocab(saved, vocab)
+        model = SequenceClassifier(ClassifierConfig.from_dict(saved["classifier"]))
+        model.load_state_dict(saved["model"])
+        return cls(model.to(device), v, saved, device)
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> list[dict[str, float]]:

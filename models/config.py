@@ -1,7 +1,7 @@
 """The model's shape as a plain dataclass: built from ``train.<level>`` params, saved in checkpoints.
 
     cfg = ModelConfig.from_params(params.train.word, vocab_size=len(vocab))
-    model = build_model(cfg)                  # models.rnn
+    model = RNNLanguageModel(cfg)             # models.rnn
     ckpt["config"] = cfg.to_dict()            # plain types: torch.load(weights_only=True) reads it
 
 Only what fixes the module's parameters and forward pass lives here; the
@@ -11,7 +11,7 @@ optimizer, data mode and schedule stay in ``TrainParams`` (also in the checkpoin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 from pipeline.errors import ParamsError
 from pipeline.params import TrainParams
@@ -21,8 +21,28 @@ class ModelConfigError(ParamsError, ValueError):
     """A model shape that cannot be built (unknown cell, tied weights of different sizes, ...)."""
 
 
+class SavedConfig:
+    """A config dataclass that a checkpoint stores as plain types (torch.load(weights_only=True) reads them).
+
+    ``from_dict`` refuses keys the dataclass does not know: a checkpoint written by a newer rnnlab
+    fails loudly instead of losing a setting.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]  # the subclass is a dataclass
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise ModelConfigError(
+                f"checkpoint {cls.__name__} has unknown keys {unknown}; it was written by a newer rnnlab: upgrade"
+            )
+        return cls(**d)
+
+
 def default_emb_dim(vocab_size: int) -> int:
-    """Seed 000's rule of thumb: the fourth root of the vocabulary size (at least 1)."""
+    """A rule of thumb for the embedding width: round(V^¼), the fourth root of the vocabulary size (at least 1)."""
     return max(1, round(vocab_size**0.25))
 
 
@@ -41,7 +61,7 @@ def default_cutoffs(vocab_size: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SavedConfig):
     """Everything that fixes an ``RNNLanguageModel``'s parameters.
 
     Defaults are those of pytorch/examples' word_language_model, which the
@@ -68,17 +88,8 @@ class ModelConfig:
             cutoffs = tuple(p.cutoffs) if p.cutoffs is not None else default_cutoffs(vocab_size)
         return cls(vocab_size, p.cell, emb, p.hidden, p.layers, p.dropout, p.tie_weights, p.output, cutoffs)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ModelConfigError(
-                f"checkpoint model config has unknown keys {unknown}; it was written by a newer rnnlab: upgrade"
-            )
-        if "cutoffs" in d:
+        if "cutoffs" in d:  # a list once saved
             d = {**d, "cutoffs": tuple(d["cutoffs"])}
-        return cls(**d)
+        return super().from_dict(d)

@@ -149,7 +149,7 @@ class StreamBatches:
 
 
 class WindowBatches:
-    """Shuffled rows of ``windows.npy`` (N, L + 1): inputs w[:, :-1], targets w[:, 1:] (seed 001)."""
+    """Shuffled rows of ``windows.npy`` (N, L + 1): inputs w[:, :-1], targets w[:, 1:] (the next token of each)."""
 
     def __init__(self, folder: Path, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.windows = open_array(folder, "windows.npy")
@@ -185,7 +185,7 @@ def padded_batch(rows: np.ndarray, lengths: np.ndarray) -> Batch:
 
 
 class PaddedBatches:
-    """Shuffled documents of ``padded.npy`` (R, max_length) + ``lengths.npy`` (seeds 000 and 003)."""
+    """Shuffled documents of ``padded.npy`` (R, max_length) + ``lengths.npy``: one document per row."""
 
     def __init__(self, folder: Path, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.padded = open_array(folder, "padded.npy")

@@ -41,15 +41,31 @@ MODULE = "models.ddp_train"
 
 
 def arguments(
-    params: TrainParams, data: Path, vocab: Path, checkpoints: Path, fingerprint: str, key: str,
+    params: TrainParams,
+    data: Path,
+    vocab: Path,
+    checkpoints: Path,
+    fingerprint: str,
+    key: str,
     tokenizer: dict[str, Any] | None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """This module's command-line arguments for one training (what the flow passes to every rank)."""
     return [
-        "--data", str(data), "--vocab", str(vocab), "--checkpoints", str(checkpoints),
-        "--fingerprint", fingerprint, "--key", key,
-        "--train", params.model_dump_json(), "--tokenizer", json.dumps(tokenizer),
-    ]  # fmt: skip
+        "--data",
+        str(data),
+        "--vocab",
+        str(vocab),
+        "--checkpoints",
+        str(checkpoints),
+        "--fingerprint",
+        fingerprint,
+        "--key",
+        key,
+        "--train",
+        params.model_dump_json(),
+        "--tokenizer",
+        json.dumps(tokenizer),
+    ]
 
 
 def command(nproc: int, args: Sequence[str]) -> list[str]:
@@ -80,12 +96,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = distributed.from_env().rank
     try:
         params = TrainParams.model_validate_json(args.train)
-        run_info = {"fingerprint": args.fingerprint, "tokenizer": json.loads(args.tokenizer),
-                    "vocab_path": str(args.vocab)}  # fmt: skip
-        trainer = lm_trainer(params, args.data, args.checkpoints, Vocab.load(args.vocab), run_info, key=args.key,
-                             log=lambda message: print(message, flush=True))  # fmt: skip
-        trainer.log(f"{trainer.task.cfg} on {trainer.dist.world} processes ({trainer.device}): "
-                    f"{trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs")  # fmt: skip
+        provenance = {
+            "fingerprint": args.fingerprint,
+            "tokenizer": json.loads(args.tokenizer),
+            "vocab_path": str(args.vocab),
+        }
+        trainer = lm_trainer(
+            params,
+            args.data,
+            args.checkpoints,
+            Vocab.load(args.vocab),
+            provenance,
+            key=args.key,
+            log=lambda message: print(message, flush=True),
+        )
+        trainer.log(
+            f"{trainer.task.cfg} on {trainer.dist.world} processes ({trainer.device}): "
+            f"{trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
+        )
         trainer.fit()
     except RnnlabError as e:
         print(f"error: rank {rank}: {e}", file=sys.stderr, flush=True)

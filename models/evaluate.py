@@ -1,7 +1,7 @@
 """Scores of a language model on a split: loss (nats/token), perplexity, bits, error rate, oracle gap.
 
     scores = score(model, eval_batches("stream", folder, 64, 35, 17), device, logits_mb=64)
-    metrics(scores, level="word", oracle=oracle_json["word"]["test"])
+    split_metrics(scores, level="word", oracle=oracle_json["word"]["test"])
 
 Every target of the split is scored exactly once (models.data.eval_batches), so on
 the grammar corpus the token count equals the oracle's and the gap is fair. The
@@ -101,19 +101,26 @@ def score_split(
     return score(model, eval_batches(mode, Path(windows) / split, batch_size, window, stride), device, logits_mb)
 
 
-def metrics(s: Scores, level: str, oracle: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A metrics.json entry for one split; with ``oracle`` (oracle.json's level/split) also the gap."""
-    bits = "bits_per_char" if level == "char" else "bits_per_token"
-    out: dict[str, Any] = {
-        "loss": s.loss,  # nats per token
-        "perplexity": math.exp(s.loss),
-        bits: s.loss / math.log(2),
-        "error_rate": 1.0 - s.correct / max(s.tokens, 1),
-        "tokens": s.tokens,
-    }
+def bits_key(level: str) -> str:
+    """The name of a level's bits score: per character at char level (a token is a character), else per token."""
+    return "bits_per_char" if level == "char" else "bits_per_token"
+
+
+def loss_scores(loss: float, tokens: int, level: str) -> dict[str, Any]:
+    """What every language model (the RNN, the n-gram) reports of a split from its loss (nats/token)."""
+    return {"loss": loss, "perplexity": math.exp(loss), bits_key(level): loss / math.log(2), "tokens": tokens}
+
+
+def oracle_comparison(perplexity: float, oracle: dict[str, Any]) -> dict[str, Any]:
+    """The oracle's perplexity (oracle.json's level/split) and the gap to it."""
+    # >= 1 up to noise: nothing beats the oracle
+    return {"oracle_perplexity": oracle["perplexity"], "oracle_gap": perplexity / oracle["perplexity"]}
+
+
+def split_metrics(s: Scores, level: str, oracle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An evaluation.json entry for one split; with ``oracle`` (oracle.json's level/split) also the gap."""
+    out = loss_scores(s.loss, s.tokens, level) | {"error_rate": 1.0 - s.correct / max(s.tokens, 1)}
     if oracle is not None:
-        out["oracle_perplexity"] = oracle["perplexity"]
-        out["oracle_loss"] = oracle["nats_per_token"]
-        out["oracle_gap"] = math.exp(s.loss) / oracle["perplexity"]  # >= 1 up to noise: nothing beats the oracle
-        out["oracle_tokens"] = oracle["targets"]
+        out |= oracle_comparison(out["perplexity"], oracle)
+        out |= {"oracle_loss": oracle["nats_per_token"], "oracle_tokens": oracle["targets"]}
     return out

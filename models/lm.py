@@ -1,7 +1,8 @@
 """The language-modelling task: an ``RNNLanguageModel`` on one level's windows datasets.
 
+    provenance = {"fingerprint": fp, "tokenizer": {...}, "vocab_path": "data/vocab/word.json"}
     trainer = lm_trainer(params.train.word, Path("data/windows/word"), Path("artifacts/word/checkpoints"),
-                         vocab, run_info={"fingerprint": fp, "tokenizer": {...}, "vocab_path": "data/vocab/word.json"})
+                         vocab, provenance)
     trainer.fit()
 
 Trains in any of the three data modes the windows stage wrote: stream
@@ -24,7 +25,7 @@ from models import distributed
 from models.config import ModelConfig, ModelConfigError
 from models.data import block, read_meta, train_batches
 from models.evaluate import score_split
-from models.rnn import build_model, detach, state_from_list, state_to_list
+from models.rnn import RNNLanguageModel, detach, state_from_list, state_to_list
 from models.trainer import Trainer
 from pipeline.errors import ParamsError
 from pipeline.params import TrainParams
@@ -56,7 +57,7 @@ class LanguageModelTask:
         self.eval_batch_size = eval_batch_size
         self.cfg = ModelConfig.from_params(params, len(vocab))
         try:
-            self.model = build_model(self.cfg).to(device)
+            self.model = RNNLanguageModel(self.cfg).to(device)
         except ModelConfigError as e:
             raise ModelConfigError(f"{key}: {e}") from None
         # Under torchrun, this rank's block of every global batch (models/distributed.py).
@@ -66,8 +67,15 @@ class LanguageModelTask:
                 f"{key}.batch_size={params.batch_size} is smaller than the {self.dist.world} training processes "
                 f"({key}.distributed.nproc): each needs at least one row; raise batch_size or lower nproc"
             )
-        self.data = train_batches(params.mode, self.data_dir / "train", params.batch_size, params.bptt, params.seed,
-                                  rank=self.dist.rank, world=self.dist.world)  # fmt: skip
+        self.data = train_batches(
+            params.mode,
+            self.data_dir / "train",
+            params.batch_size,
+            params.bptt,
+            params.seed,
+            rank=self.dist.rank,
+            world=self.dist.world,
+        )
         self.steps_per_pass = self.data.steps_per_pass
         self.state = None  # stream mode: the recurrent state carried between batches
 
@@ -106,7 +114,10 @@ class LanguageModelTask:
         self.state = state_from_list(parts, self.device)
 
     def checkpoint_fields(self) -> dict[str, Any]:
-        return {"format": ckpt.FORMAT, "config": self.cfg.to_dict(), "vocab": self.vocab_ref, "tokenizer": self.tokenizer}
+        cfg, vocab, tokenizer = self.cfg.to_dict(), self.vocab_ref, self.tokenizer
+        fields = {"format": ckpt.FORMAT, "config": cfg, "vocab": vocab, "tokenizer": tokenizer}
+        assert fields.keys() == ckpt.LM_KEYS.keys(), "update models.checkpoint.LM_KEYS"
+        return fields
 
 
 def lm_trainer(
@@ -114,18 +125,25 @@ def lm_trainer(
     data_dir: Path,
     ckpt_dir: Path,
     vocab: Vocab,
-    run_info: dict[str, Any],
+    provenance: dict[str, Any],
     *,
     key: str = "train",
     eval_batch_size: int = 64,
     log: Callable[[str], None] = print,
 ) -> Trainer:
-    """A Trainer for one level's language model. ``run_info``: fingerprint, tokenizer, vocab_path."""
+    """A Trainer for one level's language model. ``provenance``: what identifies the run and its model,
+    recorded in the checkpoint: fingerprint, tokenizer, vocab_path."""
 
     def build(device: torch.device) -> LanguageModelTask:
         return LanguageModelTask(
-            params, data_dir, vocab, device, vocab_path=run_info["vocab_path"], tokenizer=run_info.get("tokenizer"),
-            key=key, eval_batch_size=eval_batch_size,
-        )  # fmt: skip
+            params,
+            data_dir,
+            vocab,
+            device,
+            vocab_path=provenance["vocab_path"],
+            tokenizer=provenance.get("tokenizer"),
+            key=key,
+            eval_batch_size=eval_batch_size,
+        )
 
-    return Trainer(build, params, ckpt_dir, run_info["fingerprint"], key=key, log=log)
+    return Trainer(build, params, ckpt_dir, provenance["fingerprint"], key=key, log=log)

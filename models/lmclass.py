@@ -1,4 +1,4 @@
-"""LM-based text classification (seed 000): one language model per class, the likelier one wins.
+"""LM-based text classification: one language model per class, the likelier one wins.
 
     per_class = {label: ckpt.load_model(f"artifacts/lmclass/checkpoints/{label}", device)[0] for label in labels}
     scores = class_scores(per_class, padded, lengths, device)     # (C, R) mean log-prob per token
@@ -6,7 +6,7 @@
 
 Each class's model is the ordinary language model (models/lm.py's task and
 ``lm_trainer``, unchanged) trained on that class's reviews only
-(``data/imdb/lm/<label>/``, pipeline/lmclass_data.py), all with the one shared
+(``data/imdb/lm/<label>/``, pipeline/lmclass/data.py), all with the one shared
 vocabulary. A review is scored as a document, as evaluation does: from a zero
 state after ``<eos>``, every token and the closing ``<eos>`` predicted once
 (models.data.padded_batch). Its score under a class is the length-normalised
@@ -29,8 +29,9 @@ from models.evaluate import eval_mode, lm_loss
 
 
 @torch.no_grad()
-def document_logprobs(model: nn.Module, padded: np.ndarray, lengths: np.ndarray, device: torch.device,
-                      batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def document_logprobs(
+    model: nn.Module, padded: np.ndarray, lengths: np.ndarray, device: torch.device, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Total log-probability (nats, ≤ 0) and scored tokens of each padded row: two (R,) arrays."""
     total = np.zeros(len(padded))
     tokens = np.zeros(len(padded), np.int64)
@@ -48,8 +49,9 @@ def document_logprobs(model: nn.Module, padded: np.ndarray, lengths: np.ndarray,
     return total, tokens
 
 
-def class_scores(models: Mapping[str, nn.Module], padded: np.ndarray, lengths: np.ndarray, device: torch.device,
-                 batch_size: int = 64) -> np.ndarray:  # fmt: skip
+def class_scores(
+    models: Mapping[str, nn.Module], padded: np.ndarray, lengths: np.ndarray, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
     """(C, R) length-normalised log-likelihood of each row under each class's model, in ``models``' order."""
     rows = []
     for model in models.values():

@@ -1,10 +1,10 @@
 """Count-based n-gram language model with interpolated Kneser–Ney smoothing.
 
-    model = fit(np.load("data/windows/word/train/stream.npy"), vocab_size=10_000, n=3)
-    score = evaluate(model, np.load("data/windows/word/test/stream.npy"))
+    model = KneserNey.fit(np.load("data/windows/word/train/stream.npy"), vocab_size=10_000, n=3)
+    score = model.evaluate(np.load("data/windows/word/test/stream.npy"))
     score.perplexity, score.nats_per_token
 
-The baseline beside the RNN and the grammar oracle (issue 6, item 5). It reads the
+The baseline beside the RNN and the grammar oracle in evaluate's table. It reads the
 same ``stream.npy`` as the neural LM (see pipeline/windows.py) and scores it with
 the same conventions: every token after the first is a target (len(stream) - 1
 targets), ``<eos>`` is an ordinary token that also serves as the boundary and
@@ -76,19 +76,9 @@ class NgramScore:
     def perplexity(self) -> float:
         return math.exp(self.nats_per_token)
 
-    def to_dict(self, level: str = "word") -> dict[str, float | int]:
-        """A metrics entry with the keys models.evaluate.metrics writes for the neural LM."""
-        return {
-            "loss": self.nats_per_token,  # nats per token
-            "perplexity": self.perplexity,
-            "bits_per_char" if level == "char" else "bits_per_token": self.bits_per_token,
-            "tokens": self.tokens,
-            "nats": self.nats,
-        }
-
 
 @dataclass(frozen=True)
-class _Level:
+class _Order:
     """One order k: its k-grams as sorted keys, and what scoring needs of them.
 
     keys  (U_k,)      int64, sorted: rank of the (k-1)-gram prefix * V + last word (k = 1: the word)
@@ -159,22 +149,30 @@ def _check_discounts(discounts: Sequence[Sequence[float] | float], n: int, modif
 
 
 class KneserNey:
-    """A fitted interpolated (or modified) Kneser–Ney n-gram model. Build it with ``fit``."""
+    """A fitted interpolated (or modified) Kneser–Ney n-gram model. Build it with ``KneserNey.fit``."""
 
-    def __init__(self, vocab_size: int, n: int, modified: bool, discounts: list[tuple[float, ...]],
-                 levels: list[_Level]):  # fmt: skip
+    def __init__(
+        self, vocab_size: int, n: int, modified: bool, discounts: list[tuple[float, ...]], orders: list[_Order]
+    ):
         self.vocab_size, self.n, self.modified = vocab_size, n, modified
         self.discounts = discounts  # discounts[k - 1] = (D(1), D(2), D(3+)) of order k
-        self.levels = levels  # levels[k - 1] = order k
+        self.orders = orders  # orders[k - 1] = order k
         # Unigram ranks as a dense (V,) table: a gather instead of a binary search per token.
         self._word_rank = np.full(vocab_size, -1, np.int64)
-        self._word_rank[levels[0].keys] = np.arange(len(levels[0].keys))
+        self._word_rank[orders[0].keys] = np.arange(len(orders[0].keys))
 
     # --- fitting ---------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, stream: np.ndarray, vocab_size: int, n: int = 3, *, modified: bool = False,
-            discounts: Sequence[Sequence[float] | float] | None = None) -> KneserNey:  # fmt: skip
+    def fit(
+        cls,
+        stream: np.ndarray,
+        vocab_size: int,
+        n: int = 3,
+        *,
+        modified: bool = False,
+        discounts: Sequence[Sequence[float] | float] | None = None,
+    ) -> KneserNey:
         """Count every k-gram (k ≤ n) of ``stream`` and precompute the smoothed terms.
 
         Args:
@@ -218,12 +216,14 @@ class KneserNey:
             used = [estimate_discounts(a, modified) for a in a_by_order]
         else:
             used = _check_discounts(discounts, n, modified)
-        levels = [cls._level(k, keys[k - 1], a_by_order[k - 1], used[k - 1], V, len(keys[k - 2]) if k > 1 else 1)
-                  for k in range(1, n + 1)]  # fmt: skip
-        return cls(V, n, modified, used, levels)
+        orders = [
+            cls._order(k, keys[k - 1], a_by_order[k - 1], used[k - 1], V, len(keys[k - 2]) if k > 1 else 1)
+            for k in range(1, n + 1)
+        ]
+        return cls(V, n, modified, used, orders)
 
     @staticmethod
-    def _level(k: int, keys: np.ndarray, a: np.ndarray, d: tuple[float, ...], V: int, contexts: int) -> _Level:
+    def _order(k: int, keys: np.ndarray, a: np.ndarray, d: tuple[float, ...], V: int, contexts: int) -> _Order:
         """Precompute alpha per k-gram and gamma per context from counts ``a`` and discounts ``d``."""
         ctx = keys // V if k > 1 else np.zeros(len(keys), np.int64)  # (U_k,) rank of the prefix
         a = a.astype(np.float64)
@@ -233,7 +233,7 @@ class KneserNey:
         safe = np.where(has, den, 1.0)
         alpha = np.maximum(a - disc, 0.0) / safe[ctx]  # a = 0 wherever den = 0, so alpha is 0 there
         gamma = np.where(has, np.bincount(ctx, weights=disc, minlength=contexts) / safe, 1.0)
-        return _Level(keys=keys, alpha=alpha, gamma=gamma)
+        return _Order(keys=keys, alpha=alpha, gamma=gamma)
 
     # --- scoring ---------------------------------------------------------------------------
 
@@ -243,7 +243,7 @@ class KneserNey:
             return self._word_rank[words]
         assert ctx is not None
         seen = ctx >= 0
-        idx, found = _lookup(self.levels[k - 1].keys, np.where(seen, ctx * self.vocab_size + words, -1))
+        idx, found = _lookup(self.orders[k - 1].keys, np.where(seen, ctx * self.vocab_size + words, -1))
         return np.where(found & seen, idx, -1)
 
     def _prob(self, ctx: list[np.ndarray], words: np.ndarray, grams: list[np.ndarray] | None = None) -> np.ndarray:
@@ -261,14 +261,14 @@ class KneserNey:
         """
         p = np.zeros(len(words))  # P_0 is added at k = 1
         for k in range(1, self.n + 1):
-            lvl = self.levels[k - 1]
-            c = ctx[k - 2] if k > 1 else None
-            r = grams[k - 1] if grams is not None and k < self.n else self._gram_rank(k, c, words)
-            term = np.where(r >= 0, lvl.alpha[np.maximum(r, 0)], 0.0)  # (M,) discounted count, 0 if unseen
-            if c is None:
-                p = term + lvl.gamma[0] / self.vocab_size
+            order = self.orders[k - 1]
+            context = ctx[k - 2] if k > 1 else None
+            r = grams[k - 1] if grams is not None and k < self.n else self._gram_rank(k, context, words)
+            term = np.where(r >= 0, order.alpha[np.maximum(r, 0)], 0.0)  # (M,) discounted count, 0 if unseen
+            if context is None:
+                p = term + order.gamma[0] / self.vocab_size
             else:  # an unseen context backs off fully (γ = 1)
-                p = term + np.where(c >= 0, lvl.gamma[np.maximum(c, 0)], 1.0) * p
+                p = term + np.where(context >= 0, order.gamma[np.maximum(context, 0)], 1.0) * p
         return p
 
     def _ranks(self, window: np.ndarray) -> list[np.ndarray]:
@@ -340,7 +340,7 @@ class KneserNey:
             "vocab_size": self.vocab_size,
             "smoothing": "modified_kneser_ney" if self.modified else "interpolated_kneser_ney",
             "discounts": [list(d) if self.modified else d[0] for d in self.discounts],
-            "ngrams": [len(lvl.keys) for lvl in self.levels],
+            "ngrams": [len(order.keys) for order in self.orders],
         }
 
     def save(self, path: str | Path) -> None:
@@ -349,8 +349,8 @@ class KneserNey:
             "meta": np.array([self.vocab_size, self.n, int(self.modified)], np.int64),
             "discounts": np.array(self.discounts, np.float64),
         }
-        for k, lvl in enumerate(self.levels, start=1):
-            arrays |= {f"keys_{k}": lvl.keys, f"alpha_{k}": lvl.alpha, f"gamma_{k}": lvl.gamma}
+        for k, order in enumerate(self.orders, start=1):
+            arrays |= {f"keys_{k}": order.keys, f"alpha_{k}": order.alpha, f"gamma_{k}": order.gamma}
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -359,21 +359,10 @@ class KneserNey:
         try:
             with np.load(path, allow_pickle=False) as z:
                 vocab_size, n, modified = (int(x) for x in z["meta"])
-                levels = [_Level(z[f"keys_{k}"], z[f"alpha_{k}"], z[f"gamma_{k}"]) for k in range(1, n + 1)]
+                orders = [_Order(z[f"keys_{k}"], z[f"alpha_{k}"], z[f"gamma_{k}"]) for k in range(1, n + 1)]
                 discounts = [tuple(float(x) for x in row) for row in z["discounts"]]
         except FileNotFoundError:
             raise DataError(f"{path}: n-gram model not found; fit one first") from None
         except (KeyError, ValueError) as e:
             raise DataError(f"{path}: not an n-gram model file ({e}); fit it again") from None
-        return cls(vocab_size, n, bool(modified), discounts, levels)
-
-
-def fit(stream: np.ndarray, vocab_size: int, n: int = 3, *, modified: bool = False,
-        discounts: Sequence[Sequence[float] | float] | None = None) -> KneserNey:  # fmt: skip
-    """Fit a Kneser–Ney n-gram model on a train id stream; see ``KneserNey.fit``."""
-    return KneserNey.fit(stream, vocab_size, n, modified=modified, discounts=discounts)
-
-
-def evaluate(model: KneserNey, stream: np.ndarray) -> NgramScore:
-    """Score every target of a held-out id stream; see ``KneserNey.evaluate``."""
-    return model.evaluate(stream)
+        return cls(vocab_size, n, bool(modified), discounts, orders)

@@ -1,12 +1,13 @@
-"""OCR sequence labelling (seed 001): a (bidirectional) GRU over a word's letter images, one softmax
-shared across time steps.
+"""OCR sequence labelling: a (bidirectional) GRU over a word's letter images, one softmax
+shared across time steps, after Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for
+Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6.
 
     task = OcrTask(params.ocr, Path("data/ocr/docs"), device, bidirectional=True)
     Trainer(lambda d: task, params.ocr, ckpt_dir, fingerprint).fit()
     task.evaluate("test")        # loss, per-letter error, per-word error
 
 Each word is a sequence of 16×8 binary images (``pixels``, 128 per frame) padded to
-the table's L letters (pipeline/ocr_data.py). The GRU reads only each word's real
+the table's L letters (pipeline/ocr/table.py). The GRU reads only each word's real
 frames (``pack_padded_sequence``), so the backward direction starts at the word's
 last letter, not in the padding; one ``nn.Linear`` maps every step's output to
 letter logits. Padded frames carry the target ``IGNORE``, so they count in neither
@@ -19,7 +20,7 @@ Why bidirectional: a letter's image is often only readable with its neighbours
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models import checkpoint as ckpt
+from models.config import SavedConfig
 from models.data import IGNORE, shuffled_rows
 from models.evaluate import eval_mode, lm_loss
-from pipeline.ocr_data import OcrSplit, alphabet, load_split
+from models.trainer import Task
+from pipeline.ocr.table import OcrSplit, alphabet, load_split
 from pipeline.params import OcrTaskParams
 from pipeline.sources.ocr import PIXELS
 
@@ -39,21 +42,13 @@ FORMAT = "rnnlab-ocr/1"  # this task's checkpoints: models.checkpoint.load(..., 
 
 
 @dataclass(frozen=True)
-class LabellerConfig:
+class LabellerConfig(SavedConfig):
     classes: int
     input_dim: int = PIXELS
     hidden: int = 300
     layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LabellerConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class SequenceLabeller(nn.Module):
@@ -97,7 +92,7 @@ class Frames:
         return x.to(device), y.to(device), lengths
 
 
-class OcrTask:
+class OcrTask(Task):
     """Letter labelling on ``docs_dir``'s train/valid/test words; the ``Task`` a Trainer runs."""
 
     unit = "letters"
@@ -138,18 +133,17 @@ class OcrTask:
                 wrong += int(miss.sum())
                 words_wrong += int(miss.any(0).sum())
                 letters += int(lengths.sum())
-        return {"loss": nats / letters, "letter_error": wrong / letters, "word_error": words_wrong / len(data),
-                "letters": letters, "words": len(data)}  # fmt: skip
+        return {
+            "loss": nats / letters,
+            "letter_error": wrong / letters,
+            "word_error": words_wrong / len(data),
+            "letters": letters,
+            "words": len(data),
+        }
 
     def validate(self) -> dict[str, float]:
         m = self.evaluate("valid")
         return {"loss": m["loss"], "letter_error": m["letter_error"], "word_error": m["word_error"]}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"format": FORMAT, "labeller": self.cfg.to_dict(), "alphabet": self.letters}
@@ -163,10 +157,10 @@ class Labeller:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | None = None) -> Labeller:
-        c = ckpt.load(path, map_location=device or "cpu", expect=FORMAT)
-        model = SequenceLabeller(LabellerConfig.from_dict(c["labeller"]))
-        model.load_state_dict(c["model"])
-        return cls(model.to(device or "cpu"), c["alphabet"])
+        saved = ckpt.load(path, map_location=device or "cpu", expect=FORMAT)
+        model = SequenceLabeller(LabellerConfig.from_dict(saved["labeller"]))
+        model.load_state_dict(saved["model"])
+        return cls(model.to(device or "cpu"), saved["alphabet"])
 
     @torch.no_grad()
     def __call__(self, words: list[np.ndarray]) -> list[str]:

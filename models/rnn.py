@@ -1,7 +1,7 @@
 """``RNNLanguageModel``: embedding → stacked recurrent cell → linear decoder, as in
 pytorch/examples' word_language_model, built through one factory.
 
-    model = build_model(ModelConfig(vocab_size=49, cell="lstm", emb_dim=32, hidden=128, layers=1))
+    model = RNNLanguageModel(ModelConfig(vocab_size=49, cell="lstm", emb_dim=32, hidden=128, layers=1))
     logits, state = model(x)                  # x (T, B) int64 -> logits (T, B, V)
     logits, state = model(x_next, state)      # carry the state (TBPTT, stateful sampling)
     loss, state = model(x, state, targets=y, logits_mb=64)   # summed nats; no logits over 64 MiB
@@ -80,7 +80,7 @@ def register_cell(name: str, builder: CellBuilder) -> None:
     CELLS[name] = builder
 
 
-# models/cells.py's variants (seeds 000-002): peephole, coupled-gate and layer-normalised
+# models/cells.py's variants: peephole, coupled-gate and layer-normalised
 # LSTMs and a layer-normalised GRU. A Python loop over time, so slower than the fused cells.
 for _kind in sorted(cells.KINDS):
     register_cell(_kind, functools.partial(cells.make_recurrent, _kind))
@@ -307,8 +307,12 @@ class RNNLanguageModel(nn.Module):
             state = (zeros, zeros) if lstm else zeros
         hs, cs = [], []
         for k in range(rnn.num_layers):
-            w = (getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}"),
-                 getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}"))  # fmt: skip
+            w = (
+                getattr(rnn, f"weight_ih_l{k}"),
+                getattr(rnn, f"weight_hh_l{k}"),
+                getattr(rnn, f"bias_ih_l{k}"),
+                getattr(rnn, f"bias_hh_l{k}"),
+            )
             if lstm:
                 inp, c = cell(inp, (state[0][k], state[1][k]), *w)  # (B, H) each
                 cs.append(c)
@@ -413,12 +417,12 @@ class _SlicedLoss(torch.autograd.Function):
 
 
 _FUSED = (nn.LSTM, nn.GRU, nn.RNN)
-_CELL_KERNELS = {"LSTM": torch.lstm_cell, "GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell,
-                 "RNN_RELU": torch.rnn_relu_cell}  # fmt: skip
-
-
-def build_model(cfg: ModelConfig) -> RNNLanguageModel:
-    return RNNLanguageModel(cfg)
+_CELL_KERNELS = {
+    "LSTM": torch.lstm_cell,
+    "GRU": torch.gru_cell,
+    "RNN_TANH": torch.rnn_tanh_cell,
+    "RNN_RELU": torch.rnn_relu_cell,
+}
 
 
 def _check_adaptive(cfg: ModelConfig) -> None:

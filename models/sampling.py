@@ -2,13 +2,18 @@
 
     lm = LanguageModel.load("artifacts/word/checkpoints")          # checks the vocabulary's sha256
     lm.generate("the cat", max_tokens=30, temperature=0.8, top_k=10, seed=1).text
-    lm.generate("the cat", greedy=True, stop=".").text              # seed 003: greedy up to "."
+    lm.generate("the cat", greedy=True, stop=".").text              # greedy up to "."
     lm.complete("the cat", k=5)                                     # [(token, probability), ...]
     lm.score("the cat ran.")                                        # total log-prob, perplexity
 
 The prime is fed once; every new token then costs one recurrent step on the
 carried state, never a re-run of the prefix. Text becomes tokens with the
 tokenizer settings stored in the checkpoint, so no params file is read.
+
+Temperature sampling follows Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for
+Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6; greedy decoding up to a
+stop token follows the nonsense-language LSTM tutorial notebook of the ``theano_lstm``
+package.
 
 Memory: generation and completion build the output distribution of the last
 position only, and scoring computes the targets' log-probabilities over slices of
@@ -39,7 +44,7 @@ _NO_SPACE_BEFORE = re.compile(r" ([.,;:!?)])")
 
 
 def next_token_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
-    """Seed 001's temperature: p_i ∝ exp(log p_i / T) = softmax(logits / T) (log p_i and logits
+    """Temperature (Abrahams et al. 2016, ch. 6): p_i ∝ exp(log p_i / T) = softmax(logits / T) (log p_i and logits
     differ by a constant); with ``top_k`` only the k likeliest keep mass; <pad> never does.
 
     logits (V,): raw logits or log-probabilities -> probabilities (V,).
@@ -85,7 +90,11 @@ class LanguageModel:
 
     @classmethod
     def load(
-        cls, path: str | Path, vocab: str | Path | None = None, device: str = "auto", logits_mb: float | None = LOGITS_MB
+        cls,
+        path: str | Path,
+        vocab: str | Path | None = None,
+        device: str = "auto",
+        logits_mb: float | None = LOGITS_MB,
     ) -> LanguageModel:
         """From a checkpoint file or folder; ``vocab`` overrides the vocabulary path it recorded."""
         dev = resolve_device(device, "--device")
@@ -142,7 +151,7 @@ class LanguageModel:
         stop: str | None = None,
         seed: int = 0,
     ) -> Generation:
-        """Sample (p_i ∝ exp(log p_i / temperature), seed 001) or decode greedily, after ``prime``.
+        """Sample (p_i ∝ exp(log p_i / temperature), Abrahams et al. 2016, ch. 6) or decode greedily, after ``prime``.
 
         Ends after ``max_tokens``, at <eos>, or after the ``stop`` token (kept). The prime
         goes through the model once; each new token is then one step on the carried state.
@@ -182,7 +191,7 @@ class LanguageModel:
 
     @torch.inference_mode()
     def complete(self, text: str, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` likeliest next tokens after ``text``, with their probabilities (seed 000)."""
+        """The ``k`` likeliest next tokens after ``text``, with their probabilities (<pad> excluded)."""
         h, _ = self._features(self.encode(text), None)  # (T, H)
         probs = torch.softmax(self._last_logits(h), dim=-1)  # (V,)
         probs[PAD] = 0.0

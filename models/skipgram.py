@@ -1,4 +1,4 @@
-"""Skip-gram word embeddings (seed 001), trained by the shared Trainer as a ``Task``.
+"""Skip-gram word embeddings, trained by the shared Trainer as a ``Task``.
 
     trainer = Trainer(lambda d: SkipgramTask(params, Path("data/windows/word"), vocab, d, vocab_path=...),
                       params, ckpt_dir, fingerprint)
@@ -7,24 +7,25 @@
     nearest(vectors, vocab.tokens, [vocab.id("cat")], k=5)    # cosine neighbours
     analogy_accuracy(vectors, vocab, "questions-words.txt")   # a : b :: c : ?
 
-Pairs come from pipeline/pairs.py (random window in 1..max_context per word,
+Pairs come from pipeline/skipgram/pairs.py (random window in 1..max_context per word,
 frequent-word subsampling, vectorized). Each batch of ``batch_size`` pairs shares
-``negatives`` noise words drawn from unigram^0.75, as seed 001's ``tf.nn.nce_loss``
-shares its sampled classes; the loss per pair is
+``negatives`` noise words drawn from unigram^0.75, as ``tf.nn.nce_loss`` shares its
+sampled classes in Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine
+Intelligence* (Bleeding Edge Press, 2016), chapter 6; the loss per pair is
 
     negative sampling (Mikolov et al. 2013):  -log σ(s(c, o)) - Σ_k log σ(-s(c, n_k))
     NCE (Gutmann & Hyvärinen 2010; Mnih & Teh 2012): the same with every score s(c, w)
         replaced by s(c, w) - log(K q(w)), q the noise distribution
 
-with s(c, w) = v_c · u_w + b_w. Initialisation follows TensorFlow's word2vec
-tutorial (seed 001): v ~ U(-1, 1), u ~ N(0, 1/D) truncated at 2σ, b = 0.
+with s(c, w) = v_c · u_w + b_w. Initialisation follows TensorFlow's word2vec tutorial,
+as Abrahams et al. (2016, ch. 6) do: v ~ U(-1, 1), u ~ N(0, 1/D) truncated at 2σ, b = 0.
 Batches and noise are pure functions of (seed, step): resume is exact.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import checkpoint as ckpt
+from models.config import SavedConfig
 from models.data import open_array, read_meta
 from models.evaluate import eval_mode
+from models.trainer import Task
 from pipeline.errors import DataError
-from pipeline.pairs import PassPlan, clip_ids, keep_probabilities, noise_distribution, stream_counts
-from pipeline.params import SPECIALS, SkipgramParams
-from pipeline.vocab import EOS, PAD, Vocab
+from pipeline.params import SkipgramParams
+from pipeline.skipgram.pairs import PassPlan, clip_ids, keep_probabilities, noise_distribution, stream_counts
+from pipeline.vocab import EOS, NUM_SPECIALS, PAD, UNK, Vocab
 
 FORMAT = "rnnlab-skipgram/1"  # this task's checkpoints: models.checkpoint.load(..., expect=FORMAT)
 
@@ -47,13 +50,10 @@ VALID_STREAM = 1 << 30  # rng key of the held-out plan: never a training pass nu
 
 
 @dataclass(frozen=True)
-class SkipgramConfig:
+class SkipgramConfig(SavedConfig):
     vocab_size: int  # rows: the top ``vocab_size`` ids of the vocabulary
     emb_dim: int
     loss: str = "negative_sampling"  # or "nce"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class SkipGram(nn.Module):
@@ -68,8 +68,12 @@ class SkipGram(nn.Module):
         self.out = nn.Embedding(cfg.vocab_size, cfg.emb_dim)  # (V, D) u
         self.bias = nn.Embedding(cfg.vocab_size, 1)  # (V, 1) b
         nn.init.uniform_(self.inp.weight, -1.0, 1.0)
-        nn.init.trunc_normal_(self.out.weight, std=1.0 / math.sqrt(cfg.emb_dim), a=-2 / math.sqrt(cfg.emb_dim),
-                              b=2 / math.sqrt(cfg.emb_dim))  # fmt: skip
+        nn.init.trunc_normal_(
+            self.out.weight,
+            std=1.0 / math.sqrt(cfg.emb_dim),
+            a=-2 / math.sqrt(cfg.emb_dim),
+            b=2 / math.sqrt(cfg.emb_dim),
+        )
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, centers: Tensor, contexts: Tensor, noise: Tensor, log_kq: Tensor | None = None) -> Tensor:
@@ -87,7 +91,7 @@ class SkipGram(nn.Module):
         return F.softplus(-pos).sum() + F.softplus(neg).sum()
 
 
-class SkipgramTask:
+class SkipgramTask(Task):
     """Skip-gram on ``data_dir/{train,valid}/stream.npy``; the ``Task`` a Trainer runs."""
 
     unit = "pairs"
@@ -120,8 +124,9 @@ class SkipgramTask:
             )
         self.steps_per_pass = math.ceil(first.total / p.batch_size)
         valid_ids = clip_ids(open_array(self.data_dir / "valid", "stream.npy"), V)
-        self.valid = PassPlan.build(valid_ids, self.keep, p.max_context, np.random.default_rng([p.seed, VALID_STREAM]),
-                                    shuffle=False)  # fmt: skip
+        self.valid = PassPlan.build(
+            valid_ids, self.keep, p.max_context, np.random.default_rng([p.seed, VALID_STREAM]), shuffle=False
+        )
 
     # --- data: pure functions of (seed, step) ---------------------------------------------
 
@@ -164,12 +169,6 @@ class SkipgramTask:
                 total += float(self.model(c_t, o_t, self.noise(VALID_STREAM, i), self.log_kq))
         return {"loss": total / n}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}  # nothing carries between batches
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"format": FORMAT, "skipgram": self.cfg.to_dict(), "vocab": self.vocab_ref}
 
@@ -178,7 +177,7 @@ class SkipgramTask:
         w = self.model.inp.weight.detach().cpu().numpy().astype(np.float32)
         out = np.empty((len(self.vocab), w.shape[1]), np.float32)
         out[: len(w)] = w
-        out[len(w) :] = w[SPECIALS.index("<unk>")]
+        out[len(w) :] = w[UNK]
         return out
 
 
@@ -190,8 +189,9 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-def nearest(matrix: np.ndarray, tokens: tuple[str, ...] | list[str], ids: list[int], k: int = 10,
-            candidates: int | None = None) -> list[list[tuple[str, float]]]:  # fmt: skip
+def nearest(
+    matrix: np.ndarray, tokens: tuple[str, ...] | list[str], ids: list[int], k: int = 10, candidates: int | None = None
+) -> list[list[tuple[str, float]]]:
     """The ``k`` nearest words by cosine to each of ``ids``, itself and the specials excluded.
 
     ``candidates``: only the first ``candidates`` ids may be neighbours (the trained rows).
@@ -199,11 +199,11 @@ def nearest(matrix: np.ndarray, tokens: tuple[str, ...] | list[str], ids: list[i
     n = unit_rows(np.asarray(matrix, np.float32))
     limit = candidates or len(n)
     sims = n[ids] @ n[:limit].T  # (len(ids), limit)
-    sims[:, : len(SPECIALS)] = -np.inf
+    sims[:, :NUM_SPECIALS] = -np.inf
     ids_arr = np.asarray(ids, np.int64)
     inside = np.flatnonzero(ids_arr < limit)
     sims[inside, ids_arr[inside]] = -np.inf  # a word is not its own neighbour
-    k = min(k, max(limit - len(SPECIALS) - 1, 0))
+    k = min(k, max(limit - NUM_SPECIALS - 1, 0))
     top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return [[(tokens[j], float(sims[r, j])) for j in row] for r, row in enumerate(top)]
 
@@ -229,8 +229,14 @@ def read_analogies(path: str | Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def analogy_accuracy(matrix: np.ndarray, vocab: Vocab, path: str | Path, lowercase: bool = True,
-                     candidates: int | None = None, batch: int = 512) -> dict[str, Any]:  # fmt: skip
+def analogy_accuracy(
+    matrix: np.ndarray,
+    vocab: Vocab,
+    path: str | Path,
+    lowercase: bool = True,
+    candidates: int | None = None,
+    batch: int = 512,
+) -> dict[str, Any]:
     """3CosAdd (Mikolov et al. 2013): d = argmax cos(w, b - a + c) over words other than a, b, c.
 
     Questions with a word outside the (first ``candidates``) vocabulary are skipped and counted.
@@ -240,7 +246,7 @@ def analogy_accuracy(matrix: np.ndarray, vocab: Vocab, path: str | Path, lowerca
     ids, sections = [], []
     for section, words in questions:
         q = [vocab.id(w.lower() if lowercase else w) for w in words]
-        if all(len(SPECIALS) <= i < limit for i in q):
+        if all(NUM_SPECIALS <= i < limit for i in q):
             ids.append(q)
             sections.append(section)
     n = unit_rows(np.asarray(matrix, np.float32)[:limit])
@@ -249,7 +255,7 @@ def analogy_accuracy(matrix: np.ndarray, vocab: Vocab, path: str | Path, lowerca
     for s in range(0, len(q), batch):
         a, b, c, d = q[s : s + batch].T
         sims = unit_rows(n[b] - n[a] + n[c]) @ n.T  # (batch, V)
-        sims[:, : len(SPECIALS)] = -np.inf
+        sims[:, :NUM_SPECIALS] = -np.inf
         rows = np.arange(len(a))
         sims[rows, a] = sims[rows, b] = sims[rows, c] = -np.inf
         correct[s : s + batch] = sims.argmax(1) == d

@@ -50,7 +50,10 @@ class TrainingDiverged(RnnlabError):
 
 
 class Task(Protocol):
-    """What a Trainer trains. Batches must be a pure function of ``step`` (exact resume)."""
+    """What a Trainer trains. Batches must be a pure function of ``step`` (exact resume).
+
+    A task class may subclass ``Task`` to inherit the defaults below (no state between batches).
+    """
 
     model: nn.Module  # already on the device the Trainer chose
     steps_per_pass: int  # optimizer steps in one pass over the training data
@@ -67,10 +70,12 @@ class Task(Protocol):
 
     def state_dict(self) -> dict[str, Any]:
         """State carried between batches that a resumed run needs (tensors, plain types). Under
-        torchrun every rank calls it; a task whose state is per rank gathers it here (whole batch)."""
-        ...
+        torchrun every rank calls it; a task whose state is per rank gathers it here (whole batch).
+        The default: nothing carries between batches."""
+        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what ``state_dict`` returned (the default has nothing to take)."""
 
     def checkpoint_fields(self) -> dict[str, Any]:
         """Saved at the checkpoint's top level: what loading the model later needs (format, config, vocab...)."""
@@ -88,7 +93,10 @@ def make_optimizer(p: LoopParams, params: list[nn.Parameter]) -> torch.optim.Opt
 
 
 def clip_gradients(params: list[nn.Parameter], how: str, value: float) -> float | None:
-    """Clip in place: by global L2 norm (seed 002) or each element by value (seed 001).
+    """Clip in place: by global L2 norm, or each element by value.
+
+    Clipping each element by value is what Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow
+    for Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6 does.
 
     Returns the global norm before clipping when ``how == "norm"``, else None.
     """
@@ -165,38 +173,42 @@ class Trainer:
                 )
         if not self.path.exists():
             return
-        c = ckpt.load(self.path, map_location=self.device)
-        if c.get("fingerprint") != self.fingerprint:
+        saved = ckpt.load(self.path, map_location=self.device)
+        if saved.get("fingerprint") != self.fingerprint:
             self.log(f"{self.path}: from other data, params or code; training from scratch")
             return
-        self.model.load_state_dict(c["model"])
-        self.optimizer.load_state_dict(c["optimizer"])
-        self.scheduler.load_state_dict(c["scheduler"])
-        pr = c["progress"]
-        ranks = c.get("rng_ranks") or [c["rng"]]  # one generator state per rank that wrote it
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        progress = saved["progress"]
+        ranks = saved.get("rng_ranks") or [saved["rng"]]  # one generator state per rank that wrote it
         if len(ranks) == self.dist.world:
             ckpt.set_rng_state(ranks[self.dist.rank])
         else:
             # Another world size: the batches are the same (global-batch semantics), the float sums
             # run in another order, and each rank draws fresh dropout masks from (seed, rank, step).
-            ckpt.set_rng_state(c["rng"])
+            ckpt.set_rng_state(saved["rng"])
             if self.dist.rank > 0:
-                torch.manual_seed(distributed.rank_seed(self.p.seed, self.dist.rank, pr["step"]))
-            self.log(f"resuming a checkpoint of {len(ranks)} processes with {self.dist.world}: same batches, "
-                     "not bit-exact (float reduction order, dropout masks)")  # fmt: skip
-        self.step, self.epoch, self.loss_sum, self.count = pr["step"], pr["epoch"], pr["loss_sum"], pr["count"]
-        self.history = c["history"]
-        self.task.load_state_dict(c["task_state"])
+                torch.manual_seed(distributed.rank_seed(self.p.seed, self.dist.rank, progress["step"]))
+            self.log(
+                f"resuming a checkpoint of {len(ranks)} processes with {self.dist.world}: same batches, "
+                "not bit-exact (float reduction order, dropout masks)"
+            )
+        self.step, self.epoch = progress["step"], progress["epoch"]
+        self.loss_sum, self.count = progress["loss_sum"], progress["count"]
+        self.history = saved["history"]
+        self.task.load_state_dict(saved["task_state"])
         self.sha256 = ckpt.sha256_file(self.path)
-        if c.get("threads") != torch.get_num_threads() and self.device.type == "cpu":
-            self.log(f"resuming with {torch.get_num_threads()} threads, not {c.get('threads')}: not bit-exact")
+        if saved.get("threads") != torch.get_num_threads() and self.device.type == "cpu":
+            self.log(f"resuming with {torch.get_num_threads()} threads, not {saved.get('threads')}: not bit-exact")
         self.log(f"resumed from {self.path} at step {self.step} (epoch {self.epoch}/{self.p.epochs})")
 
     def checkpoint(self) -> dict[str, Any]:
-        """The checkpoint dict. Under torchrun every rank calls it: it gathers each rank's
-        generator state and the task's per-rank state (collectives), rank 0 writes it."""
-        return {
-            **self.task.checkpoint_fields(),
+        """The checkpoint dict: ``ckpt.TRAINER_KEYS`` and the task's fields. Under torchrun every rank
+        calls it: it gathers each rank's generator state and the task's per-rank state (collectives),
+        rank 0 writes it."""
+        fields = self.task.checkpoint_fields()
+        own = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "train": self.p.model_dump(mode="json"),
             "optimizer": self.optimizer.state_dict(),
@@ -205,13 +217,20 @@ class Trainer:
             "rng_ranks": distributed.gather(ckpt.rng_state(), self.dist),  # every rank's, in rank order
             "world_size": self.dist.world,
             "progress": {
-                "step": self.step, "epoch": self.epoch, "loss_sum": self.loss_sum, "count": self.count, "done": self.done
+                "step": self.step,
+                "epoch": self.epoch,
+                "loss_sum": self.loss_sum,
+                "count": self.count,
+                "done": self.done,
             },
             "task_state": self.task.state_dict(),
             "history": self.history,
             "fingerprint": self.fingerprint,
             "threads": torch.get_num_threads(),
         }
+        assert own.keys() == ckpt.TRAINER_KEYS.keys(), "update models.checkpoint.TRAINER_KEYS"
+        assert not own.keys() & fields.keys(), f"a task's checkpoint_fields overwrite {own.keys() & fields.keys()}"
+        return {**fields, **own}
 
     def save(self) -> None:
         """Write the checkpoint, unless the weights are no longer finite (the last good one stays)."""

@@ -60,12 +60,14 @@ def write_documents(batches: Iterable[pa.Table], folder: Path, describe: str) ->
         for table in itertools.chain([] if first is None else [first], batches):
             if table.num_rows == 0:
                 continue
-            table = table.add_column(0, "doc_id", pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64)))
+            table = table.add_column(
+                0, "doc_id", pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64))
+            )
             next_id += table.num_rows
             if writer is None:
                 writer = ShardWriter(tmp, docs.schema_for(table), DOCS_PER_SHARD)
             writer.write(table)
-            _accumulate(stats, table)
+            accumulate(stats, table)
         if writer is not None:
             writer.close()
         check_splits(stats, describe)  # before the folder is published: no half-usable table is left behind
@@ -95,7 +97,8 @@ def write_metrics(stats: dict[str, dict[str, Any]], source: str, root: Path = Pa
     write_json(root / paths.CORPUS_METRICS, {"source": source, "splits": split_metrics(stats)})
 
 
-def _accumulate(stats: dict[str, dict[str, Any]], table: pa.Table) -> None:
+def accumulate(stats: dict[str, dict[str, Any]], table: pa.Table) -> None:
+    """Add one batch of documents to the per-split sums (docs, chars, and the oracle's when present)."""
     has_oracle = "oracle_logprob" in table.column_names
     for split in pc.unique(table["split"]).to_pylist():
         part = table.filter(pc.equal(table["split"], split))

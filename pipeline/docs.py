@@ -26,8 +26,7 @@ import pyarrow as pa
 
 from pipeline import shards
 
-WHAT = "document table"
-SPLIT_NAMES = ("train", "valid", "test", "unsup")
+DOC_TABLE = "document table"  # how messages name a folder of these shards
 REQUIRED: dict[str, Sequence[pa.DataType]] = {
     "doc_id": (pa.int64(),),
     "split": (pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())),
@@ -46,12 +45,12 @@ def iter_docs(
     folder: Path, columns: Sequence[str] = ("doc_id", "split", "text"), batch_rows: int = 2048
 ) -> Iterator[pa.RecordBatch]:
     """Stream the document table in order, validating each shard's schema."""
-    return shards.iter_batches(folder, columns, required=REQUIRED, what=WHAT, batch_rows=batch_rows)
+    return shards.iter_batches(folder, columns, required=REQUIRED, kind=DOC_TABLE, batch_rows=batch_rows)
 
 
 def columns_of(folder: Path) -> list[str]:
     """Column names of the document table (from its first shard, after checking its schema)."""
-    first = shards.shard_files(folder, WHAT)[0]
-    schema = shards.schema_of(folder, WHAT)
-    shards.check_schema(first, schema, REQUIRED, WHAT)
+    first = shards.shard_files(folder, DOC_TABLE)[0]
+    schema = shards.schema_of(folder, DOC_TABLE)
+    shards.check_schema(first, schema, REQUIRED, DOC_TABLE)
     return schema.names

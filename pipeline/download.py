@@ -44,6 +44,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from pipeline.errors import DataError
 from pipeline.io import atomic_open, fsync_dir, sha256_file
+from pipeline.params import DownloadParams, sha256_hex
 
 USER_AGENT = "rnnlab/0.1 (research data pipeline; python-requests)"
 CHUNK = 1 << 20
@@ -83,15 +84,6 @@ def cache_name(url: str, filename: str | None = None) -> str:
             raise DataError(f"{url}: cannot cache it as {filename!r}; give a plain file name")
         name = f"download-{short}"
     return name
-
-
-def _check_sha(value: str | None) -> str | None:
-    if value is None:
-        return None
-    v = value.strip().lower()
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise DataError(f"sha256 must be 64 hex digits, got {value!r}")
-    return v
 
 
 def _verify(path: Path, url: str, sha256: str | None, size: int | None, *, digest: str | None = None) -> None:
@@ -140,6 +132,21 @@ def _sleep_for(attempt: int, backoff: float, response: requests.Response | None 
     return delay
 
 
+class _Attempts:
+    """The retry rule both GETs share: count failed attempts, give up past ``retries``, back off between."""
+
+    def __init__(self, retries: int, backoff: float, sleep: Callable[[float], None]) -> None:
+        self.retries, self.backoff, self.sleep = retries, backoff, sleep
+        self.count = 0
+
+    def failed(self, response: requests.Response | None, give_up: str, *, progressed: bool = False) -> None:
+        """One more failure (a failure after progress counts as the first): sleep, or raise DataError(give_up)."""
+        self.count = 1 if progressed else self.count + 1
+        if self.count > self.retries:
+            raise DataError(give_up) from None
+        self.sleep(_sleep_for(self.count, self.backoff, response))
+
+
 def request(
     url: str,
     *,
@@ -158,7 +165,7 @@ def request(
     """
     s = session or requests.Session()
     hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
-    attempt = 0
+    attempts = _Attempts(retries, backoff, sleep)
     while True:
         response: requests.Response | None = None
         try:
@@ -167,14 +174,9 @@ def request(
                 raise _Retry(f"HTTP {response.status_code}")
             return response
         except (requests.ConnectionError, requests.Timeout, _Retry) as e:
-            attempt += 1
-            if attempt > retries:
-                shown = response.url if response is not None else url
-                raise DataError(
-                    f"{shown}: failed after {retries} retries ({_reason(e)}); check the address and "
-                    "your connection, then rerun"
-                ) from None
-            sleep(_sleep_for(attempt, backoff, response))
+            shown = response.url if response is not None else url
+            give_up = f"{shown}: failed after {retries} retries ({_reason(e)}); check the address and your connection"
+            attempts.failed(response, give_up + ", then rerun")
 
 
 def _reason(e: BaseException) -> str:
@@ -212,7 +214,10 @@ def fetch(
         backoff: first retry delay in seconds; doubles each time (0 in tests).
         progress: draw a tqdm bar; default, only when stderr is a terminal.
     """
-    sha256 = _check_sha(sha256)
+    try:
+        sha256 = sha256_hex(sha256.strip() if sha256 is not None else None)
+    except ValueError as e:
+        raise DataError(f"sha256 {e}") from None
     if not is_remote(url):
         path = local_path(url)
         if not path.is_file():
@@ -237,8 +242,17 @@ def fetch(
                 # A cached file that no longer matches (params changed, or it was damaged):
                 # fetch it again rather than fail; the new download is verified in turn.
                 dest.unlink()
-        digest = _download(url, part, retries=retries, timeout=timeout, backoff=backoff, sha256=sha256,
-                           progress=progress, session=session, sleep=sleep)  # fmt: skip
+        digest = _download(
+            url,
+            part,
+            retries=retries,
+            timeout=timeout,
+            backoff=backoff,
+            sha256=sha256,
+            progress=progress,
+            session=session,
+            sleep=sleep,
+        )
         try:
             _verify(part, url, sha256, size, digest=digest)
         except DataError:
@@ -248,6 +262,18 @@ def fetch(
         fsync_dir(dest.parent)
         _note(dest, sha256)
     return dest
+
+
+def fetch_source(params: DownloadParams) -> Path:
+    """``fetch`` of a source's download section (its url, cache_dir, sha256, size, retries, timeout)."""
+    return fetch(
+        params.url,
+        params.cache_dir,
+        sha256=params.sha256,
+        size=params.size,
+        retries=params.retries,
+        timeout=params.timeout,
+    )
 
 
 def _note_path(dest: Path) -> Path:
@@ -289,7 +315,7 @@ def _download(
 ) -> str | None:
     """Stream ``url`` into ``part`` (resuming it), and return its sha256 when one is expected."""
     s = session or requests.Session()
-    attempt = 0
+    attempts = _Attempts(retries, backoff, sleep)
     bar = None
     try:
         while True:
@@ -350,13 +376,11 @@ def _download(
                 # Urllib3Error: a body cut short surfaces as urllib3's ProtocolError (IncompleteRead)
                 # when read through response.raw; requests only wraps it for iter_content.
                 now = part.stat().st_size if part.exists() else 0
-                attempt = 1 if now > before else attempt + 1  # progress resets the count
-                if attempt > retries:
-                    raise DataError(
-                        f"{url}: download failed after {retries} retries without progress ({_reason(e)}); "
-                        f"{now} bytes are kept in {part}: rerun to resume"
-                    ) from None
-                sleep(_sleep_for(attempt, backoff, response))
+                give_up = (
+                    f"{url}: download failed after {retries} retries without progress ({_reason(e)}); "
+                    f"{now} bytes are kept in {part}: rerun to resume"
+                )
+                attempts.failed(response, give_up, progressed=now > before)  # progress resets the count
     finally:
         if bar is not None:
             bar.close()

@@ -11,6 +11,16 @@ fast, with every problem listed and each one named by its key::
     params.yaml has 2 problems:
       windows.word.length: must be ≥ 2, got 1
       corpus.source: must be one of 'grammar', 'text', got 'wiki'
+
+Where a default follows a published source, a comment cites it in short. Those
+sources:
+
+- Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence*
+  (Bleeding Edge Press, 2016), chapter 6: the Wikipedia, arXiv, IMDB and OCR
+  corpora, the word tokenizer's pattern, the window stride, per-value clipping,
+  the sampling temperature, and the skip-gram, sentiment and OCR defaults.
+- The nonsense-language LSTM tutorial notebook of the ``theano_lstm`` package:
+  the default grammar and the greedy decode up to ".".
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ class Section(BaseModel):
 
 
 class GrammarParams(Section):
-    """Seed 003's nonsense grammar; the default corpus, with a known entropy."""
+    """The ``theano_lstm`` tutorial's nonsense grammar; the default corpus, with a known entropy."""
 
     seed: int = 0
     # ~11 words per document, so 20k documents is ~230k training tokens: enough for
@@ -77,7 +87,8 @@ class TextParams(Section):
     seed: int = 0  # decides which train documents are held out
 
 
-def _sha256_hex(v: str | None) -> str | None:
+def sha256_hex(v: str | None) -> str | None:
+    """A sha256 in lower case, or None; ValueError unless it is 64 hex digits (params and pipeline.download)."""
     if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
         raise ValueError(f"must be 64 hex digits (a sha256) or null, got {shown(v)}")
     return v.lower() if v is not None else None
@@ -96,11 +107,11 @@ class DownloadParams(Section):
     @field_validator("sha256")
     @classmethod
     def _sha(cls, v: str | None) -> str | None:
-        return _sha256_hex(v)
+        return sha256_hex(v)
 
 
 class WikipediaParams(DownloadParams):
-    """A MediaWiki XML dump (pages-articles), stripped to plain prose (seed 001)."""
+    """A MediaWiki XML dump (pages-articles), stripped to plain prose (Abrahams et al. 2016, ch. 6)."""
 
     url: str = "https://dumps.wikimedia.org/simplewiki/latest/simplewiki-latest-pages-articles.xml.bz2"
     index_url: str | None = None  # multistream index (…-multistream-index.txt.bz2): read stream by stream
@@ -112,7 +123,7 @@ class WikipediaParams(DownloadParams):
 
 
 class ArxivParams(Section):
-    """Abstracts from the arXiv API (seed 001): categories AND keywords, paged and cached."""
+    """Abstracts from the arXiv API (Abrahams et al. 2016, ch. 6): categories AND keywords, paged and cached."""
 
     url: str = "https://export.arxiv.org/api/query"
     categories: tuple[str, ...] = ("cs.LG", "cs.NE", "math.OC")  # any of these ...
@@ -167,20 +178,20 @@ class OcrParams(DownloadParams):
 
 
 class CorpusParams(Section):
-    source: Literal["grammar", "text", "wikipedia", "arxiv", "imdb", "ocr"] = "grammar"
-    grammar: GrammarParams = GrammarParams()
-    text: TextParams = TextParams()
-    wikipedia: WikipediaParams = WikipediaParams()
-    arxiv: ArxivParams = ArxivParams()
-    imdb: ImdbParams = ImdbParams()
-    ocr: OcrParams = OcrParams()
+    source: Literal["grammar", "text", "wikipedia", "arxiv", "imdb", "ocr"]
+    grammar: GrammarParams
+    text: TextParams
+    wikipedia: WikipediaParams
+    arxiv: ArxivParams
+    imdb: ImdbParams
+    ocr: OcrParams
 
 
 # --- tokenize ---------------------------------------------------------------------------
 
 
 class WordTokenizeParams(Section):
-    # Seed 001's rule. A pattern of the shape `[class]+|[class]` with ASCII classes
+    # The rule of Abrahams et al. (2016, ch. 6). A pattern of the shape `[class]+|[class]` with ASCII classes
     # takes the vectorized fast path; any other regex falls back to Python's `re`.
     pattern: str = r"[A-Za-z]+|[!?.:,()]"
     lowercase: bool = True
@@ -204,8 +215,8 @@ class CharTokenizeParams(Section):
 
 
 class TokenizeParams(Section):
-    word: WordTokenizeParams = WordTokenizeParams()
-    char: CharTokenizeParams = CharTokenizeParams()
+    word: WordTokenizeParams
+    char: CharTokenizeParams
 
 
 # --- vocab ------------------------------------------------------------------------------
@@ -226,8 +237,8 @@ class VocabLevelParams(Section):
 
 
 class VocabParams(Section):
-    word: VocabLevelParams = VocabLevelParams()
-    char: VocabLevelParams = VocabLevelParams(max_size=1_000)
+    word: VocabLevelParams
+    char: VocabLevelParams
 
 
 # --- windows ----------------------------------------------------------------------------
@@ -238,7 +249,7 @@ Mode = Literal["stream", "window", "padded"]
 class WindowsParams(Section):
     modes: tuple[Mode, ...] = ("stream", "window", "padded")
     length: int = Field(35, ge=2)  # window mode: tokens per window (inputs; targets shift by one)
-    stride: int | None = Field(None, ge=1)  # window mode: default length // 2, as in seed 001
+    stride: int | None = Field(None, ge=1)  # window mode: default length // 2 (Abrahams et al. 2016, ch. 6)
     max_length: int = Field(64, ge=2)  # padded mode: longer sequences are truncated
     unit: Literal["document", "sentence"] = "document"  # padded mode: one row per ...
     sentence_end: tuple[str, ...] = (".", "!", "?")  # tokens that end a sentence
@@ -258,8 +269,8 @@ class WindowsParams(Section):
 
 
 class WindowsLevels(Section):
-    word: WindowsParams = WindowsParams()
-    char: WindowsParams = WindowsParams(length=128, max_length=256)
+    word: WindowsParams
+    char: WindowsParams
 
 
 # --- preprocess: corpus → tokenize → vocab fanned out over Dask (flows/preprocess.py) ------
@@ -278,7 +289,8 @@ class PreprocessParams(Section):
     # about this many compressed MB, one task each: ~600 tasks for a 20 GB dump.
     range_mb: float = Field(32.0, gt=0)
     retries: int = Field(2, ge=0)  # Prefect retries of a failed task (Dask reruns one whose worker died)
-    work_dir: str = str(paths.DOWNLOADS / "preprocess")  # per-piece shards and manifests: a rerun reuses finished pieces
+    # per-piece shards and manifests: a rerun reuses finished pieces
+    work_dir: str = str(paths.DOWNLOADS / "preprocess")
 
 
 # --- train / evaluate / sample: the language models (models/, flows/) ---------------------
@@ -309,7 +321,7 @@ class LoopParams(Section):
     lr: float = Field(0.002, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd and rmsprop
     weight_decay: float = Field(0.0, ge=0.0)
-    clip: Literal["norm", "value", "none"] = "norm"  # global grad norm (seed 002) | per value (seed 001)
+    clip: Literal["norm", "value", "none"] = "norm"  # global grad norm | per value (Abrahams et al. 2016, ch. 6)
     clip_value: float = Field(1.0, gt=0.0)
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)  # lr *= factor when valid loss stops falling
     plateau_patience: int = Field(0, ge=0)  # epochs without improvement before that
@@ -324,10 +336,11 @@ class TrainParams(LoopParams):
     """One level's recurrent language model and its training loop. Flat, so that
     ``dvc exp run -S train.word.lr=0.01`` works; models.config explains the defaults."""
 
-    cell: CellName = "lstm"  # rnn_tanh | rnn_relu | lstm | gru, or a variant: lstm_peephole | lstm_cifg | lstm_ln | gru_ln
-    emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), seed 000's rule
-    hidden: int = Field(200, ge=1)
-    layers: int = Field(2, ge=1)
+    # rnn_tanh | rnn_relu | lstm | gru, or a variant: lstm_peephole | lstm_cifg | lstm_ln | gru_ln
+    cell: CellName = "lstm"
+    emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), the fourth root of V
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between layers and on the output
     tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
     # full: one softmax over the vocabulary. adaptive: torch's AdaptiveLogSoftmaxWithLoss (Grave et
@@ -340,6 +353,7 @@ class TrainParams(LoopParams):
     bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
     logits_mb: float = Field(LOGITS_MB, gt=0)  # largest logits slice held at once in training and validation
     distributed: DistributedParams = DistributedParams()  # `-S train.word.distributed.nproc=2`
+    epochs: int = Field(3, ge=1)  # as params.yaml's train.word (LoopParams' 10 is the other tasks')
 
     @field_validator("cutoffs")
     @classmethod
@@ -350,8 +364,8 @@ class TrainParams(LoopParams):
 
 
 class TrainLevels(Section):
-    word: TrainParams = TrainParams()
-    char: TrainParams = TrainParams(cell="gru")
+    word: TrainParams
+    char: TrainParams
 
 
 class EvaluateParams(Section):
@@ -363,7 +377,7 @@ class EvaluateParams(Section):
 
 
 class SampleParams(Section):
-    """Generated text from one level's model (seed 001's temperature, seed 003's greedy stop)."""
+    """Generated text from one level's model: temperature sampling, and a greedy decode up to a stop token."""
 
     prime: str = "the"  # tokenized like the training data; "" starts a fresh document
     count: int = Field(5, ge=0)  # temperature samples
@@ -375,8 +389,8 @@ class SampleParams(Section):
 
 
 class SampleLevels(Section):
-    word: SampleParams = SampleParams()
-    char: SampleParams = SampleParams(max_tokens=200)
+    word: SampleParams
+    char: SampleParams
 
 
 # --- retrain / schedule: flows/retrain.py and flows/serve.py (README, "Teams") ---------------
@@ -496,25 +510,26 @@ class ScheduleParams(Section):
         return self
 
 
-# --- beyond language modelling (issue 6): baselines and other sequence tasks -------------
+# --- beyond language modelling: baselines and other sequence tasks -------------
 
 
 class NgramParams(Section):
-    """The count-based Kneser-Ney baseline (models/ngram.py, seed 002), fitted on the train stream."""
+    """The count-based Kneser-Ney baseline (models/ngram.py), fitted on the train stream."""
 
     n: int = Field(3, ge=1)  # order: 3 = trigram
     modified: bool = False  # Chen & Goodman's three discounts per order instead of one
 
 
 class NgramLevels(Section):
-    word: NgramParams = NgramParams()
-    char: NgramParams = NgramParams(n=5)
+    word: NgramParams
+    char: NgramParams
 
 
 class SkipgramParams(LoopParams):
-    """Skip-gram word embeddings (seed 001) on ``data/windows/word``'s streams (models/skipgram.py).
+    """Skip-gram word embeddings on ``data/windows/word``'s streams (models/skipgram.py).
 
-    The defaults are seed 001's; optimizer, lr, momentum and clip override LoopParams' defaults.
+    The defaults are those of Abrahams et al. (2016, ch. 6); optimizer, lr, momentum and clip
+    override LoopParams' defaults.
     """
 
     vocab_size: int = Field(10_000, ge=4)  # the top ids of data/vocab/word.json; rarer words count as <unk>
@@ -537,16 +552,16 @@ class SkipgramParams(LoopParams):
 class ImdbDataParams(Section):
     """IMDB reviews for the classifiers: the source, its tokenizer, vocabulary and padded rows (data/imdb/)."""
 
-    source: ImdbParams = ImdbParams()
-    tokenize: WordTokenizeParams = WordTokenizeParams()  # seed 001's rule
-    vocab: VocabLevelParams = VocabLevelParams()
-    windows: WindowsParams = WindowsParams(modes=("padded",), max_length=400)  # one review per row, labels
+    source: ImdbParams
+    tokenize: WordTokenizeParams
+    vocab: VocabLevelParams
+    windows: WindowsParams  # padded: one review per row, with its label
 
 
 class SentimentParams(LoopParams):
-    """A GRU/LSTM sentiment classifier over word embeddings (models/classify.py, seeds 001 and 002).
+    """A GRU/LSTM sentiment classifier over word embeddings (models/classify.py).
 
-    The defaults are seed 001's: GRU 300, RMSProp 0.002, batch 20.
+    The defaults are those of Abrahams et al. (2016, ch. 6): GRU 300, RMSProp 0.002, batch 20.
     """
 
     cell: CellName = "gru"  # gru | lstm, or a variant of models/cells.py
@@ -554,7 +569,7 @@ class SentimentParams(LoopParams):
     hidden: int = Field(300, ge=1)
     layers: int = Field(1, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the embeddings and before the output layer
-    readout: Literal["last", "mean", "max"] = "last"  # last relevant output (seed 001) | pooling (seed 002)
+    readout: Literal["last", "mean", "max"] = "last"  # last relevant output (Abrahams et al.) | mean/max pooling
     embeddings: str | None = None  # .npy of our vocabulary (artifacts/skipgram) or word2vec/GloVe text; null: random
     freeze_embeddings: bool = False
     batch_size: int = Field(20, ge=1)
@@ -564,21 +579,27 @@ class SentimentParams(LoopParams):
 
 
 class LmclassParams(Section):
-    """LM-based classification (seed 000): one language model per class, on data/imdb/lm/<class>/."""
+    """LM-based classification: one language model per class, on data/imdb/lm/<class>/.
 
-    windows: WindowsParams = WindowsParams(modes=("stream",))  # each class's reviews as one stream
-    train: TrainParams = TrainParams(hidden=256, layers=1, emb_dim=64, epochs=3)  # the shared LM trainer
-    batch_size: int = Field(64, ge=1)  # test reviews scored side by side
+    A review goes to the class whose model gives it the higher log-likelihood per token.
+    """
+
+    windows: WindowsParams  # stream: each class's reviews as one stream
+    train: TrainParams  # the shared LM trainer
+    batch_size: int = Field(ge=1)  # test reviews scored side by side
 
 
 class OcrDataParams(Section):
     """Taskar's OCR letters as a document table of image sequences (data/ocr/)."""
 
-    source: OcrParams = OcrParams()
+    source: OcrParams
 
 
 class OcrTaskParams(LoopParams):
-    """Sequence labelling of handwritten words (models/ocr.py, seed 001): one softmax shared over time."""
+    """Sequence labelling of handwritten words (models/ocr.py): one softmax shared over time.
+
+    After Abrahams et al. (2016, ch. 6).
+    """
 
     hidden: int = Field(300, ge=1)
     layers: int = Field(1, ge=1)

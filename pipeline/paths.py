@@ -1,10 +1,11 @@
 """Where each stage reads and writes, relative to the repository root.
 
-dvc.yaml names the same paths; ``tests/test_dvc_yaml.py`` keeps the two equal.
+dvc.yaml and tasks/dvc.yaml name the same paths; ``tests/test_dvc_yaml.py`` keeps them equal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 DATA = Path("data")
@@ -36,3 +37,44 @@ def windows(level: str) -> Path:
 
 def windows_metrics(level: str) -> Path:
     return METRICS / f"windows-{level}.json"
+
+
+# --- the side tasks' data (tasks/dvc.yaml), beside the spine's and never over it ---------------
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """One text task's data: the spine's outputs (documents, tokens, vocabulary, windows) under ``root``."""
+
+    root: Path
+
+    @property
+    def docs(self) -> Path:
+        return self.root / "docs"
+
+    @property
+    def tokens(self) -> Path:
+        return self.root / "tokens"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def windows(self) -> Path:
+        return self.root / "windows"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def lm(self) -> Path:
+        """Per-class windows for the class language models: ``lm/<label>/``."""
+        return self.root / "lm"
+
+
+IMDB_DATA = TextDataset(DATA / "imdb")
+OCR = DATA / "ocr"
+OCR_DOCS = OCR / "docs"  # one row per word: pixels, mask, letters (pipeline/sources/ocr.py)
+OCR_METRICS = OCR / "metrics.json"

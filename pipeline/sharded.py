@@ -48,11 +48,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import corpus, docs, paths, stage
-from pipeline.download import fetch
+from pipeline.download import fetch, fetch_source
 from pipeline.errors import ParamsError
 from pipeline.io import atomic_dir, read_json, sha256_file, write_json
 from pipeline.params import (
@@ -69,15 +68,23 @@ from pipeline.shards import COMPRESSION, ShardWriter
 from pipeline.sources import text as text_source
 from pipeline.sources import wikipedia as wiki
 from pipeline.tokenize import BATCH_ROWS, TOKENS_SCHEMA, tokenizer_for
-from pipeline.vocab import write_vocab
+from pipeline.vocab import MERGE_ROWS, count_table, merge_counts, split_counts, write_vocab
 
 PIECE_WIDTH = 6  # part-000123-…: names sort in corpus order up to a million pieces
-COUNTS_SCHEMA = pa.schema([("split", pa.string()), ("token", pa.string()), ("count", pa.int64())])
-MERGE_ROWS = 2_000_000  # compact a running count merge once it holds this many rows
 DOC_BATCH = 1000  # documents per staged row group
 # The code whose behaviour shapes the outputs: its sha256 is part of every piece's key.
-CODE = ("sharded.py", "corpus.py", "docs.py", "shards.py", "tokenize.py", "vocab.py", "sources/wikipedia.py",
-        "sources/text.py")  # fmt: skip
+CODE = (
+    "sharded.py",
+    "corpus.py",
+    "docs.py",
+    "shards.py",
+    "tokenize.py",
+    "vocab.py",
+    "sources/wikipedia.py",
+    "sources/wikimarkup.py",
+    "sources/dumpfiles.py",
+    "sources/text.py",
+)
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,7 @@ def make_job(params_file: str | Path = "params.yaml") -> tuple[Job, PreprocessPa
         return Job("text", p, work=work / "text", carve=carve, **common), prep
     w = params.corpus.wikipedia
     assert w.index_url is not None  # check()
-    dump = fetch(w.url, w.cache_dir, sha256=w.sha256, size=w.size, retries=w.retries, timeout=w.timeout)
+    dump = fetch_source(w)
     index = fetch(w.index_url, w.cache_dir, retries=w.retries, timeout=w.timeout)
     drop = wiki.drop_prefixes_from(wiki.read_siteinfo(dump))
     inputs = {"dump": str(Path(dump).resolve()), "index": str(Path(index).resolve()), **_identity(Path(dump))}
@@ -182,8 +189,10 @@ def plan(job: Job, range_mb: float) -> list[Piece]:
     """The pieces of the input, in corpus order."""
     if job.source == "wikipedia":
         dump, index = job.inputs["dump"], job.inputs["index"]
-        return [Piece(i, "wikipedia", dump, streams=tuple(s)) for i, s in enumerate(group_streams(
-            wiki.stream_ranges(index, dump), int(range_mb * 1e6)))]  # fmt: skip
+        return [
+            Piece(i, "wikipedia", dump, streams=tuple(s))
+            for i, s in enumerate(group_streams(wiki.stream_ranges(index, dump), int(range_mb * 1e6)))
+        ]
     p = job.source_params
     assert isinstance(p, TextParams)
     pieces: list[Piece] = []
@@ -263,8 +272,9 @@ def _wikipedia_tables(piece: Piece, job: Job, stats: wiki.Stats) -> Iterator[pa.
     assert isinstance(p, WikipediaParams)
     batch: list[wiki.Article] = []
     for start, end in zip(piece.streams, piece.streams[1:]):  # one stream at a time: bounded memory
-        chunk = wiki.pages_in_range(piece.path, start, end, namespaces=p.namespaces, min_chars=p.min_chars,
-                                    drop_prefixes=job.drop_prefixes)  # fmt: skip
+        chunk = wiki.pages_in_range(
+            piece.path, start, end, namespaces=p.namespaces, min_chars=p.min_chars, drop_prefixes=job.drop_prefixes
+        )
         stats.add(chunk.stats)
         batch.extend(chunk.articles)
         if len(batch) >= DOC_BATCH:
@@ -278,7 +288,7 @@ def _text_tables(piece: Piece, job: Job) -> Iterator[pa.Table]:
     assert isinstance(p, TextParams)
     path = Path(piece.path)
     if p.unit == "file":
-        text = text_source._decode(path.read_bytes(), Path(piece.name), 0, p.errors)
+        text = text_source.decode_utf8(path.read_bytes(), Path(piece.name), 0, p.errors)
         docs_ = [(piece.name, text)] if text.strip() else []
     else:
         docs_ = ((f"{piece.name}:{lineno}", line) for lineno, line in text_source.iter_lines(path, p.errors))
@@ -288,9 +298,9 @@ def _text_tables(piece: Piece, job: Job) -> Iterator[pa.Table]:
         ids.append(source_id)
         texts.append(text)
         if len(texts) == DOC_BATCH:
-            yield text_source._table([piece.split] * len(texts), ids, texts)
+            yield text_source.text_table([piece.split] * len(texts), ids, texts)
             ids, texts = [], []
-    yield text_source._table([piece.split] * len(texts), ids, texts)
+    yield text_source.text_table([piece.split] * len(texts), ids, texts)
 
 
 def extract(piece: Piece, job: Job) -> dict[str, Any]:
@@ -334,8 +344,15 @@ def offsets(manifests: Sequence[dict[str, Any]]) -> list[int]:
 def tokenize_key(piece: Piece, offset: int, extracted: dict[str, Any], job: Job) -> str:
     p = job.source_params
     split_rule = {"carve": job.carve, "holdout": p.holdout, "seed": p.seed} if piece.kind == "text" else None
-    return _key("tokenize", piece.label, offset, extracted["files"]["part.parquet"], split_rule,
-                _params_json(job.tokenize), job.code)  # fmt: skip
+    return _key(
+        "tokenize",
+        piece.label,
+        offset,
+        extracted["files"]["part.parquet"],
+        split_rule,
+        _params_json(job.tokenize),
+        job.code,
+    )
 
 
 def _documents(piece: Piece, offset: int, job: Job) -> Iterator[pa.Table]:
@@ -353,42 +370,6 @@ def _documents(piece: Piece, offset: int, job: Job) -> Iterator[pa.Table]:
             split = text_source.holdout_splits(p.seed, ids, p.holdout, job.carve)
             table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(split, pa.string()))
         yield table.add_column(0, "doc_id", pa.array(ids))
-
-
-def count_table(splits: pa.Array, tokens: pa.ListArray) -> pa.Table:
-    """(split, token, count) of one batch of token lists."""
-    parts = []
-    for split in pc.unique(splits).to_pylist():
-        flat = pc.list_flatten(tokens.filter(pc.equal(splits, split)))
-        vc = pc.value_counts(flat)
-        parts.append(pa.table({"split": pa.array([split] * len(vc), pa.string()), "token": vc.field("values"),
-                               "count": vc.field("counts")}))  # fmt: skip
-    return pa.concat_tables(parts) if parts else COUNTS_SCHEMA.empty_table()
-
-
-def merge_counts(tables: Iterable[pa.Table]) -> pa.Table:
-    """Sum (split, token, count) tables, sorted by split then token.
-
-    A sum per key: associative and commutative, so merging per piece, in any grouping or
-    order, gives the same table; memory tracks the distinct tokens, not the corpus.
-    """
-    pending: list[pa.Table] = []
-    rows = merged = 0  # rows pending, rows of the last partial sum
-    for table in tables:
-        pending.append(table.cast(COUNTS_SCHEMA))
-        rows += table.num_rows
-        # Sum once the pending rows double the last sum (or pass MERGE_ROWS): the work stays
-        # proportional to the input, however many pieces a large corpus has.
-        if rows > max(MERGE_ROWS, 2 * merged):
-            pending = [_sum(pending)]
-            rows = merged = pending[0].num_rows
-    return _sum(pending).sort_by([("split", "ascending"), ("token", "ascending")])
-
-
-def _sum(tables: list[pa.Table]) -> pa.Table:
-    table = pa.concat_tables(tables) if tables else COUNTS_SCHEMA.empty_table()
-    out = table.group_by(["split", "token"]).aggregate([("count", "sum")]).rename_columns(["split", "token", "count"])
-    return out.select(COUNTS_SCHEMA.names)
 
 
 def tokenize(piece: Piece, offset: int, extracted: dict[str, Any], job: Job) -> dict[str, Any]:
@@ -414,15 +395,23 @@ def tokenize(piece: Piece, offset: int, extracted: dict[str, Any], job: Job) -> 
         for sub in ("docs", *(f"tokens/{level}" for level in LEVELS)):
             (tmp / sub).mkdir(parents=True)
         doc_writer = stack.enter_context(
-            ShardWriter(tmp / "docs", doc_schema, corpus.DOCS_PER_SHARD, prefix=f"part-{piece.label}"))
-        writers = {level: stack.enter_context(ShardWriter(tmp / "tokens" / level, token_schema,
-                                                          getattr(job.tokenize, level).shard_rows,
-                                                          prefix=f"part-{piece.label}"))
-                   for level in LEVELS}  # fmt: skip
+            ShardWriter(tmp / "docs", doc_schema, corpus.DOCS_PER_SHARD, prefix=f"part-{piece.label}")
+        )
+        writers = {
+            level: stack.enter_context(
+                ShardWriter(
+                    tmp / "tokens" / level,
+                    token_schema,
+                    getattr(job.tokenize, level).shard_rows,
+                    prefix=f"part-{piece.label}",
+                )
+            )
+            for level in LEVELS
+        }
         for table in _documents(piece, offset, job):
             rows += table.num_rows
             doc_writer.write(table)
-            corpus._accumulate(stats, table)  # per split: docs and chars, summed as the corpus stage sums them
+            corpus.accumulate(stats, table)  # per split: docs and chars, summed as the corpus stage sums them
             for level in LEVELS:
                 tokens = tokenizers[level](table["text"].combine_chunks())
                 writers[level].write(table.drop_columns(["text"]).append_column("tokens", tokens))
@@ -432,8 +421,9 @@ def tokenize(piece: Piece, offset: int, extracted: dict[str, Any], job: Job) -> 
         stack.close()  # the shards are whole before they are hashed
         for level in LEVELS:
             pq.write_table(merge_counts(counts[level]), tmp / f"counts-{level}.parquet", compression=COMPRESSION)
-        manifest = _finish(tmp, {"key": key, "piece": piece.describe(), "offset": offset, "rows": rows,
-                                 "splits": stats})  # fmt: skip
+        manifest = _finish(
+            tmp, {"key": key, "piece": piece.describe(), "offset": offset, "rows": rows, "splits": stats}
+        )
     return {**manifest, "reused": False}
 
 
@@ -476,7 +466,7 @@ def publish(pieces: Sequence[Piece], manifests: Sequence[dict[str, Any]], job: J
         _link_into(root / paths.tokens(level), [f for d in folders for f in sorted((d / "tokens" / level).glob("*"))])
         merged = merge_counts(pq.read_table(d / f"counts-{level}.parquet") for d in folders)
         # Every split with documents, as pipeline.vocab counts them (a split may have no tokens).
-        by_split = {s: merged.filter(pc.equal(merged["split"], s)).select(["token", "count"]) for s in sorted(stats)}
+        by_split = split_counts(merged, sorted(stats))
         sizes[level] = len(write_vocab(level, by_split, docs_per_split, getattr(job.vocab, level), root))
     return {"pieces": len(pieces), "docs": {k: v["docs"] for k, v in sorted(stats.items())}, "vocab": sizes}
 
@@ -491,8 +481,10 @@ def run_serial(job: Job, range_mb: float) -> dict[str, Any]:
     starts = offsets(extracted)
     tokenized = [tokenize(p, o, e, job) for p, o, e in zip(pieces, starts, extracted)]
     summary = publish(pieces, tokenized, job)
-    summary["computed"] = {"extract": sum(not m["reused"] for m in extracted),
-                           "tokenize": sum(not m["reused"] for m in tokenized)}  # fmt: skip
+    summary["computed"] = {
+        "extract": sum(not m["reused"] for m in extracted),
+        "tokenize": sum(not m["reused"] for m in tokenized),
+    }
     return summary
 
 

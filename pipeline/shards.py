@@ -94,18 +94,18 @@ class ShardWriter:
             self._writer.close()
 
 
-def shard_files(folder: Path, what: str) -> list[Path]:
-    """The shards of ``folder`` in read order; a clear error if there are none."""
+def shard_files(folder: Path, kind: str) -> list[Path]:
+    """The shards of ``folder`` in read order; a clear error, naming the ``kind`` of folder, if there are none."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: {what} not found; run the stage that writes it (dvc repro)")
+        raise DataError(f"{folder}: {kind} not found; run the stage that writes it (dvc repro)")
     files = sorted(folder.glob("*.parquet"))
     if not files:
-        raise DataError(f"{folder}: no .parquet shards in this {what}; rerun the stage that writes it")
+        raise DataError(f"{folder}: no .parquet shards in this {kind}; rerun the stage that writes it")
     return files
 
 
-def check_schema(path: Path, schema: pa.Schema, required: dict[str, Sequence[pa.DataType]], what: str) -> None:
+def check_schema(path: Path, schema: pa.Schema, required: dict[str, Sequence[pa.DataType]], kind: str) -> None:
     """Fail, naming the file and column, unless ``schema`` has every required column and type."""
     problems = []
     for name, types in required.items():
@@ -116,7 +116,7 @@ def check_schema(path: Path, schema: pa.Schema, required: dict[str, Sequence[pa.
             problems.append(f"column {name!r} has type {schema.field(name).type}, expected {want}")
     if problems:
         need = ", ".join(f"{n}: {ts[0]}" for n, ts in required.items())
-        raise DataError(f"{path}: not a valid {what}: {'; '.join(problems)}. A {what} needs the columns {need}.")
+        raise DataError(f"{path}: not a valid {kind}: {'; '.join(problems)}. A {kind} needs the columns {need}.")
 
 
 def iter_batches(
@@ -124,17 +124,17 @@ def iter_batches(
     columns: Sequence[str],
     *,
     required: dict[str, Sequence[pa.DataType]],
-    what: str,
+    kind: str,
     batch_rows: int = 2048,
 ) -> Iterator[pa.RecordBatch]:
     """Stream ``columns`` from every shard in order, checking each shard's schema first."""
-    for path in shard_files(folder, what):
+    for path in shard_files(folder, kind):
         pf = pq.ParquetFile(path)
-        check_schema(path, pf.schema_arrow, required, what)
+        check_schema(path, pf.schema_arrow, required, kind)
         present = [c for c in columns if c in pf.schema_arrow.names]
         yield from pf.iter_batches(batch_size=batch_rows, columns=present)
 
 
-def schema_of(folder: Path, what: str) -> pa.Schema:
+def schema_of(folder: Path, kind: str) -> pa.Schema:
     """The Arrow schema of the first shard."""
-    return pq.read_schema(shard_files(folder, what)[0])
+    return pq.read_schema(shard_files(folder, kind)[0])

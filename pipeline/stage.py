@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pipeline.errors import RnnlabError
 from pipeline.params import LEVELS, PARAMS_FILE
 
-
 # Imported by every stage but unable to change a stage's output bytes: error
 # messages, argument parsing, and path names (which dvc.yaml repeats anyway).
 # Editing them should not rerun the pipeline, so they are not declared as deps.

@@ -7,12 +7,14 @@ Writes ``data/tokens/<level>/part-*.parquet`` with columns ``doc_id``,
 one. Documents are streamed in batches, so memory stays bounded whatever the
 corpus size.
 
-Word level follows seed 001: ``re.findall(pattern, text)``, each token then
-lowercased. A pattern of the shape ``[W]+|[P]`` (or ``[W]+``) whose classes
-hold only ASCII characters runs as a vectorized byte-table kernel over the
-whole batch, token-for-token equal to the ``re`` version (which remains the
-path for any other pattern). Character level splits on UTF-8 code points,
-sharing the text's bytes instead of copying them.
+Word level follows Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for
+Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6:
+``re.findall(pattern, text)``, each token then lowercased. A pattern of the
+shape ``[W]+|[P]`` (or ``[W]+``) whose classes hold only ASCII characters runs
+as a vectorized byte-table kernel over the whole batch, token-for-token equal to
+the ``re`` version (which remains the path for any other pattern). Character
+level splits on UTF-8 code points, sharing the text's bytes instead of copying
+them.
 """
 
 from __future__ import annotations
@@ -183,8 +185,12 @@ def run(level: str, params_file: str, workers: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser(__doc__, level=True)
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="tokenizer threads; output is identical for any value (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="tokenizer threads; output is identical for any value (default: %(default)s)",
+    )
     args = p.parse_args(argv)
     return stage.run(lambda: run(args.level, args.params, args.workers))
 

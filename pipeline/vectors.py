@@ -32,8 +32,9 @@ def sidecar(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_embeddings(path: str | Path, matrix: np.ndarray, vocab: Vocab, vocab_path: str | Path,
-                    trained: int | None = None) -> None:  # fmt: skip
+def save_embeddings(
+    path: str | Path, matrix: np.ndarray, vocab: Vocab, vocab_path: str | Path, trained: int | None = None
+) -> None:
     """Write ``matrix`` (V, D) as float32 .npy with its vocabulary reference beside it, atomically.
 
     ``trained``: rows 0..trained-1 were trained; later ids (rarer words) repeat <unk>'s row.
@@ -43,8 +44,14 @@ def save_embeddings(path: str | Path, matrix: np.ndarray, vocab: Vocab, vocab_pa
         raise ValueError(f"embeddings must be (vocabulary size {len(vocab)}, D), got {matrix.shape}")
     with atomic_open(path, "wb") as f:
         np.save(f, matrix)
-    write_json(sidecar(path), {"vocab": {"path": str(vocab_path), "size": len(vocab), "sha256": vocab.sha256},
-                               "shape": list(matrix.shape), "trained": trained or len(vocab)})  # fmt: skip
+    write_json(
+        sidecar(path),
+        {
+            "vocab": {"path": str(vocab_path), "size": len(vocab), "sha256": vocab.sha256},
+            "shape": list(matrix.shape),
+            "trained": trained or len(vocab),
+        },
+    )
 
 
 def embeddings_info(path: str | Path) -> dict[str, Any]:
@@ -52,12 +59,15 @@ def embeddings_info(path: str | Path) -> dict[str, Any]:
     try:
         return read_json(sidecar(path))
     except FileNotFoundError:
-        raise DataError(f"{sidecar(path)}: not found; embeddings.npy needs its embeddings.json beside it "
-                        "(the skipgram stage writes both: dvc repro skipgram)") from None  # fmt: skip
+        raise DataError(
+            f"{sidecar(path)}: not found; embeddings.npy needs its embeddings.json beside it "
+            "(the skipgram stage writes both: dvc repro skipgram)"
+        ) from None
 
 
-def load_embeddings(path: str | Path, vocab: Vocab,
-                    vocab_path: str | Path = "the classifier's vocabulary") -> np.ndarray:  # fmt: skip
+def load_embeddings(
+    path: str | Path, vocab: Vocab, vocab_path: str | Path = "the classifier's vocabulary"
+) -> np.ndarray:
     """An ``embeddings.npy`` whose rows are ``vocab``'s ids; a DataError naming both vocabularies if not."""
     path = Path(path)
     ref: dict[str, Any] = embeddings_info(path)["vocab"]
@@ -100,8 +110,13 @@ class AlignedVectors:
     format: str  # "word2vec" (with a header line) or "glove"
 
     def summary(self) -> dict[str, Any]:
-        return {"format": self.format, "dim": int(self.matrix.shape[1]), "found": self.words - self.oov,
-                "oov": self.oov, "oov_rate": self.oov / max(self.words, 1)}  # fmt: skip
+        return {
+            "format": self.format,
+            "dim": int(self.matrix.shape[1]),
+            "found": self.words - self.oov,
+            "oov": self.oov,
+            "oov_rate": self.oov / max(self.words, 1),
+        }
 
 
 def _header(line: str) -> tuple[int, int] | None:
@@ -125,8 +140,10 @@ def align_text_vectors(path: str | Path, vocab: Vocab) -> AlignedVectors:
     exact = np.zeros(len(vocab), bool)
     lower: dict[int, np.ndarray] = {}
     fmt, dim = "glove", None
+    # Opened apart from the `with f:` below so that only open()'s FileNotFoundError becomes
+    # "not found"; the `with` closes it.
     try:
-        f = open(path, encoding="utf-8", errors="strict")
+        f = open(path, encoding="utf-8", errors="strict")  # noqa: SIM115
     except FileNotFoundError:
         raise DataError(f"{path}: pretrained vectors not found") from None
     with f:

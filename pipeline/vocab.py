@@ -29,13 +29,13 @@ from pipeline.params import SPECIALS, VocabLevelParams, load_params
 from pipeline.shards import iter_batches
 
 PAD, UNK, EOS = 0, 1, 2
-TOKENS_WHAT = "token shard folder"
+NUM_SPECIALS = len(SPECIALS)  # ids below this are the specials above; the first real token has this id
+TOKEN_SHARDS = "token shard folder"  # how messages name a tokenize stage's output
 TOKENS_REQUIRED = {
     "doc_id": (pa.int64(),),
     "split": (pa.string(), pa.large_string()),
     "tokens": (pa.list_(pa.string()), pa.large_list(pa.string())),
 }
-_COMPACT_ROWS = 2_000_000  # merge partial counts once they hold this many rows
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Vocab:
 
     def __post_init__(self) -> None:
         if tuple(self.tokens[: len(SPECIALS)]) != SPECIALS:
-            raise DataError(f"vocabulary ({self.level}) must start with {SPECIALS}, got {self.tokens[:3]}")
+            raise DataError(f"vocabulary ({self.level}) must start with {SPECIALS}, got {self.tokens[:NUM_SPECIALS]}")
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
 
     def __len__(self) -> int:
@@ -65,7 +65,12 @@ class Vocab:
         return [self.tokens[i] for i in ids]
 
     def to_json(self) -> dict[str, Any]:
-        return {"level": self.level, "specials": list(SPECIALS), "tokens": list(self.tokens), "counts": list(self.counts)}
+        return {
+            "level": self.level,
+            "specials": list(SPECIALS),
+            "tokens": list(self.tokens),
+            "counts": list(self.counts),
+        }
 
     @property
     def sha256(self) -> str:
@@ -91,44 +96,74 @@ class Vocab:
         write_json(path, self.to_json())
 
 
-class _Counter:
-    """Token counts per split, merged in Arrow so memory tracks distinct tokens, not corpus size."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, list[pa.Table]] = {}
-        self.rows: dict[str, int] = {}
-
-    def add(self, split: str, tokens: pa.Array) -> None:
-        vc = pc.value_counts(tokens)
-        part = pa.table({"token": vc.field("values"), "count": vc.field("counts")})
-        self.parts.setdefault(split, []).append(part)
-        self.rows[split] = self.rows.get(split, 0) + part.num_rows
-        if self.rows[split] > _COMPACT_ROWS:
-            self.parts[split] = [self.total(split)]
-            self.rows[split] = self.parts[split][0].num_rows
-
-    def total(self, split: str) -> pa.Table:
-        table = pa.concat_tables(self.parts.get(split, []) or [_EMPTY])
-        out = table.group_by("token").aggregate([("count", "sum")])
-        return out.rename_columns(["token", "count"])
+# (split, token, count): the token counts of one batch, one piece or a whole token folder.
+COUNTS_SCHEMA = pa.schema([("split", pa.string()), ("token", pa.string()), ("count", pa.int64())])
+MERGE_ROWS = 2_000_000  # sum the pending partial counts once they hold this many rows
 
 
-_EMPTY = pa.table({"token": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+def count_table(splits: pa.Array, tokens: pa.ListArray) -> pa.Table:
+    """(split, token, count) of one batch of token lists."""
+    parts = []
+    for split in pc.unique(splits).to_pylist():
+        flat = pc.list_flatten(tokens.filter(pc.equal(splits, split)))
+        vc = pc.value_counts(flat)
+        parts.append(
+            pa.table(
+                {
+                    "split": pa.array([split] * len(vc), pa.string()),
+                    "token": vc.field("values"),
+                    "count": vc.field("counts"),
+                }
+            )
+        )
+    return pa.concat_tables(parts) if parts else COUNTS_SCHEMA.empty_table()
+
+
+def merge_counts(tables: Iterable[pa.Table]) -> pa.Table:
+    """Sum (split, token, count) tables, sorted by split then token.
+
+    A sum per key: associative and commutative, so merging per batch or per piece, in any
+    grouping or order, gives the same table; memory tracks the distinct tokens, not the corpus.
+    """
+    pending: list[pa.Table] = []
+    rows = merged = 0  # rows pending, rows of the last partial sum
+    for table in tables:
+        pending.append(table.cast(COUNTS_SCHEMA))
+        rows += table.num_rows
+        # Sum once the pending rows double the last sum (or pass MERGE_ROWS): the work stays
+        # proportional to the input, however many pieces a large corpus has.
+        if rows > max(MERGE_ROWS, 2 * merged):
+            pending = [_sum(pending)]
+            rows = merged = pending[0].num_rows
+    return _sum(pending).sort_by([("split", "ascending"), ("token", "ascending")])
+
+
+def _sum(tables: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(tables) if tables else COUNTS_SCHEMA.empty_table()
+    out = table.group_by(["split", "token"]).aggregate([("count", "sum")]).rename_columns(["split", "token", "count"])
+    return out.select(COUNTS_SCHEMA.names)
+
+
+def split_counts(counts: pa.Table, splits: Iterable[str]) -> dict[str, pa.Table]:
+    """Per split, its (token, count) table from merged counts; a split without tokens gets an empty one."""
+    return {s: counts.filter(pc.equal(counts["split"], s)).select(["token", "count"]) for s in splits}
 
 
 def count_tokens(tokens_dir: Path) -> tuple[dict[str, pa.Table], dict[str, int]]:
     """Per split: (token, count) tables, and the number of documents."""
-    counter = _Counter()
+    parts: list[pa.Table] = []
     docs: dict[str, int] = {}
-    for batch in iter_batches(tokens_dir, ["split", "tokens"], required=TOKENS_REQUIRED, what=TOKENS_WHAT, batch_rows=8192):
+    columns = ["split", "tokens"]
+    for batch in iter_batches(tokens_dir, columns, required=TOKENS_REQUIRED, kind=TOKEN_SHARDS, batch_rows=8192):
         splits = batch.column("split")
         for split in pc.unique(splits).to_pylist():
-            rows = batch.column("tokens").filter(pc.equal(splits, split))
-            counter.add(split, pc.list_flatten(rows))
-            docs[split] = docs.get(split, 0) + len(rows)
+            docs[split] = docs.get(split, 0) + (pc.sum(pc.equal(splits, split).cast(pa.int64())).as_py() or 0)
+        parts.append(count_table(splits, batch.column("tokens")))
+        if sum(t.num_rows for t in parts) > MERGE_ROWS:  # bounded memory for a large folder
+            parts = [merge_counts(parts)]
     if "train" not in docs:
         raise DataError(f"{tokens_dir}: no train documents; the vocabulary is built from the train split")
-    return {split: counter.total(split) for split in docs}, docs
+    return split_counts(merge_counts(parts), docs), docs
 
 
 def build_vocab(level: str, train_counts: pa.Table, max_size: int, min_count: int, train_docs: int) -> Vocab:
@@ -163,7 +198,13 @@ def oov_metrics(vocab: Vocab, counts: dict[str, pa.Table], docs: dict[str, int])
 def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"vocab.{level}",),
-        deps=("pipeline/vocab.py", "pipeline/shards.py", "pipeline/io.py", "pipeline/params.py", str(paths.tokens(level))),
+        deps=(
+            "pipeline/vocab.py",
+            "pipeline/shards.py",
+            "pipeline/io.py",
+            "pipeline/params.py",
+            str(paths.tokens(level)),
+        ),
         outs=(str(paths.vocab(level)), str(paths.vocab_metrics(level))),
     )
 

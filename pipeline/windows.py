@@ -14,8 +14,9 @@ else int32) that models/ memory-map:
 
     TBPTT training batchifies it as pytorch/examples' word_language_model does.
 ``windows.npy`` (N, L + 1)
-    windows of the stream with stride S (default L // 2, as in seed 001);
-    inputs are ``w[:, :-1]`` and targets ``w[:, 1:]``.
+    windows of the stream with stride S (default L // 2, as in Abrahams, Hafner,
+    Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence*, Bleeding Edge
+    Press, 2016, chapter 6); inputs are ``w[:, :-1]`` and targets ``w[:, 1:]``.
 ``padded.npy`` (R, max_length), ``lengths.npy`` (R,), ``doc_ids.npy`` (R,)
     one row per document (or sentence): its tokens then <eos>, truncated to
     ``max_length`` and right-padded with <pad> = 0. ``labels.npy`` (R,) holds
@@ -40,7 +41,7 @@ from pipeline.errors import DataError
 from pipeline.io import NpyAppender, atomic_dir, sha256_file, write_json
 from pipeline.params import SPLITS, WindowsParams, load_params
 from pipeline.shards import iter_batches, schema_of
-from pipeline.vocab import EOS, PAD, TOKENS_REQUIRED, TOKENS_WHAT, UNK, Vocab
+from pipeline.vocab import EOS, PAD, TOKEN_SHARDS, TOKENS_REQUIRED, UNK, Vocab
 
 WINDOW_CHUNK = 65_536  # windows written per block: bounded memory for any stream length
 
@@ -156,10 +157,10 @@ def write_windows(stream_path: Path, out_path: Path, length: int, stride: int, s
 
 def label_names(tokens_dir: Path) -> list[str] | None:
     """Sorted label names over every split, or None when documents are unlabelled."""
-    if "label" not in schema_of(tokens_dir, TOKENS_WHAT).names:
+    if "label" not in schema_of(tokens_dir, TOKEN_SHARDS).names:
         return None
     names: set[str] = set()
-    for batch in iter_batches(tokens_dir, ["label"], required=TOKENS_REQUIRED, what=TOKENS_WHAT):
+    for batch in iter_batches(tokens_dir, ["label"], required=TOKENS_REQUIRED, kind=TOKEN_SHARDS):
         names.update(x for x in pc.unique(batch.column("label")).to_pylist() if x is not None)
     return sorted(names)
 
@@ -187,7 +188,8 @@ def build(level: str, cfg: WindowsParams, tokens_dir: Path, vocab: Vocab, out_di
     with atomic_dir(out_dir) as tmp:
         writers: dict[str, _SplitWriter] = {}
         try:
-            for batch in iter_batches(tokens_dir, columns, required=TOKENS_REQUIRED, what=TOKENS_WHAT, batch_rows=8192):
+            batches = iter_batches(tokens_dir, columns, required=TOKENS_REQUIRED, kind=TOKEN_SHARDS, batch_rows=8192)
+            for batch in batches:
                 splits = batch.column("split")
                 for split in pc.unique(splits).to_pylist():
                     part = batch.filter(pc.equal(splits, split))

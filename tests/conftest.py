@@ -37,11 +37,25 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 LM_PARAMS = {
     **SMALL_CORPUS,
     "train": {
-        "word": {"emb_dim": 16, "hidden": 32, "batch_size": 8, "bptt": 12, "epochs": 2, "epoch_size": 10,
-                 "checkpoint_every": 5},
-        "char": {"emb_dim": 8, "hidden": 32, "batch_size": 8, "bptt": 30, "epochs": 2, "epoch_size": 10,
-                 "checkpoint_every": 5},
-    },  # fmt: skip
+        "word": {
+            "emb_dim": 16,
+            "hidden": 32,
+            "batch_size": 8,
+            "bptt": 12,
+            "epochs": 2,
+            "epoch_size": 10,
+            "checkpoint_every": 5,
+        },
+        "char": {
+            "emb_dim": 8,
+            "hidden": 32,
+            "batch_size": 8,
+            "bptt": 30,
+            "epochs": 2,
+            "epoch_size": 10,
+            "checkpoint_every": 5,
+        },
+    },
     "evaluate": {"batch_size": 16},
     "sample": {"word": {"count": 2, "max_tokens": 12}, "char": {"count": 2, "max_tokens": 30}},
 }

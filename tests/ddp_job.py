@@ -35,8 +35,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     data = Path(job["data"])
     params = TrainParams(**job["train"])
     run = {"fingerprint": job.get("fingerprint", "ddp-test"), "tokenizer": None, "vocab_path": "vocab.json"}
-    trainer = lm_trainer(params, data / "data/windows/word", Path(job["checkpoints"]),
-                         Vocab.load(data / "data/vocab/word.json"), run, log=lambda m: print(m, flush=True))  # fmt: skip
+    trainer = lm_trainer(
+        params,
+        data / "data/windows/word",
+        Path(job["checkpoints"]),
+        Vocab.load(data / "data/vocab/word.json"),
+        run,
+        log=lambda m: print(m, flush=True),
+    )
     if job.get("grads"):
         trainer.model.train()
         step = trainer.step

@@ -1,6 +1,6 @@
 """Pathological wikitext pages for the markup stripper: what a hostile or broken dump can hold.
 
-Each kind was super-linear before issue 11 (or is a shape the stripper's passes handle
+Each kind once took the stripper super-linear time (or is a shape the stripper's passes handle
 differently); together they are the inputs the linear-time claim is about. Used by
 tests/test_wikipedia_strip_property.py (a loose linear bound) and ``bench/wikipedia.py
 --hostile`` (throughput against the real enwiki fragment).

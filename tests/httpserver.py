@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+
 @dataclass
 class Request:
     """One request as the server saw it."""
@@ -115,9 +116,7 @@ class HTTPTestServer:
 
     def count(self, path: str, **query: str) -> int:
         """How many requests asked for ``path`` (with these query values)."""
-        return sum(
-            1 for r in self.requests if r.path == path and all(r.query.get(k) == v for k, v in query.items())
-        )
+        return sum(1 for r in self.requests if r.path == path and all(r.query.get(k) == v for k, v in query.items()))
 
     # --- life cycle --------------------------------------------------------------------------
 

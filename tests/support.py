@@ -33,8 +33,10 @@ def project_files() -> list[str]:
     """Tracked files plus untracked ones git does not ignore (work in progress counts), without RUN_STATE."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, check=True, capture_output=True,
-    ).stdout  # fmt: skip
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
     return [f for f in out.decode().split("\0") if f and f not in RUN_STATE and (ROOT / f).is_file()]
 
 
@@ -71,13 +73,18 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def run(cwd: Path, *cmd: str, env: dict[str, str] | None = None, check: bool = True,
-        timeout: float = 900) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run(
+    cwd: Path, *cmd: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     """Run a command in ``cwd``; on failure, raise with its output shown."""
     proc = subprocess.run(
-        list(cmd), cwd=cwd, env=env or tool_env(PREFECT_HOME=str(cwd / ".prefect")),
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        list(cmd),
+        cwd=cwd,
+        env=env or tool_env(PREFECT_HOME=str(cwd / ".prefect")),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -133,3 +140,34 @@ def run_train(level: str, params_file: str = "params.yaml") -> dict[str, Any]:
 
     cfg = load_typed(lm.spec(level).params, params_file)
     return train.train(level, cfg[f"train.{level}"], tokenizer_settings(level, cfg[f"tokenize.{level}"]))
+
+
+def train_word_model(fingerprint: str) -> None:
+    """Train params.yaml's word model in the working directory (``lm_workdir``), where the CLI and
+    ``evaluate`` look for its checkpoint, through the Trainer alone (no Prefect)."""
+    from flows.common import checkpoints, tokenizer_settings
+    from models.lm import lm_trainer
+    from pipeline.params import read_params
+    from pipeline.vocab import Vocab
+
+    p = read_params("params.yaml")
+    run = {
+        "fingerprint": fingerprint,
+        "tokenizer": tokenizer_settings("word", p.tokenize.word),
+        "vocab_path": "data/vocab/word.json",
+    }
+    vocab = Vocab.load("data/vocab/word.json")
+    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), vocab, run, log=lambda _: None).fit()
+
+
+def reference_pairs(tokens: list[int], lo: list[int], hi: list[int]) -> list[tuple[int, int]]:
+    """Plain Python over the same windows, center by center in stream order.
+
+    The reference that tests/test_skipgram.py and bench/skipgram.py hold pipeline.skipgram.pairs to.
+    """
+    out = []
+    for c in range(len(tokens)):
+        for j in range(lo[c], hi[c]):
+            if j != c:
+                out.append((tokens[c], tokens[j]))
+    return out

@@ -1,5 +1,6 @@
-"""Data for the task tests (issue 6): the real aclImdb sample through the imdb_data stage, and OCR
-letter files written in Taskar's exact letter.data format with right-context-dependent letters."""
+"""Data for the task tests (sentiment, LM classification, OCR): the real aclImdb sample through the
+imdb_data stage, and OCR letter files written in Taskar's exact letter.data format with
+right-context-dependent letters."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from tests.support import SHARED_DATA, merge, write_params
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
@@ -38,7 +40,8 @@ IMDB_DATA = {
 
 def build_imdb(root: Path, overrides: dict[str, Any] | None = None) -> Path:
     """Run the imdb_data stage (and lmclass_data) on the sample in ``root``; return ``root``."""
-    from pipeline import imdb_data, lmclass_data
+    from pipeline.lmclass import data as lmclass_data
+    from pipeline.sentiment import data as imdb_data
 
     write_params(root / "params.yaml", merge(IMDB_DATA, overrides or {}))
     with contextlib.chdir(root):

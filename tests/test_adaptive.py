@@ -1,5 +1,5 @@
 """``output: adaptive``: nn.AdaptiveLogSoftmaxWithLoss through training (three modes), exact evaluation,
-sampling, completion, scoring, the CLI, checkpoints and resume (issue 12, item 2)."""
+sampling, completion, scoring, the CLI, checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -19,14 +19,24 @@ from models.config import ModelConfig, ModelConfigError, default_cutoffs
 from models.data import IGNORE, eval_batches, eval_window, read_meta
 from models.evaluate import score_split
 from models.lm import lm_trainer
-from models.rnn import build_model
+from models.rnn import RNNLanguageModel
 from models.sampling import LanguageModel
 from models.trainer import Trainer
 from pipeline.params import TrainParams, read_params
 from pipeline.vocab import PAD, Vocab
 
-SMALL = {"emb_dim": 16, "hidden": 32, "layers": 1, "batch_size": 8, "bptt": 12, "epochs": 2, "epoch_size": 8,
-         "lr": 0.01, "device": "cpu", "output": "adaptive"}
+SMALL = {
+    "emb_dim": 16,
+    "hidden": 32,
+    "layers": 1,
+    "batch_size": 8,
+    "bptt": 12,
+    "epochs": 2,
+    "epoch_size": 8,
+    "lr": 0.01,
+    "device": "cpu",
+    "output": "adaptive",
+}
 
 
 def make(root: Path, out: Path, run: dict[str, Any] | None = None, **over: Any) -> Trainer:
@@ -39,7 +49,9 @@ def make(root: Path, out: Path, run: dict[str, Any] | None = None, **over: Any) 
 def test_log_probabilities_are_exact_sum_to_one_and_match_torchs_layer() -> None:
     torch.manual_seed(0)
     V = 37
-    model = build_model(ModelConfig(V, "lstm", emb_dim=16, hidden=32, layers=2, output="adaptive", cutoffs=(5, 15)))
+    model = RNNLanguageModel(
+        ModelConfig(V, "lstm", emb_dim=16, hidden=32, layers=2, output="adaptive", cutoffs=(5, 15))
+    )
     model.eval()
     with torch.no_grad():  # make the clusters likely, so that rows' best words are found in the tails
         model.decoder.head.bias[5:] = 3.0
@@ -91,7 +103,14 @@ def test_adaptive_trains_in_every_mode_and_records_its_output_layer(lm_data: Pat
 def test_adaptive_resumes_bit_exactly_with_sliced_logits(lm_data: Path, tmp_path: Path) -> None:
     # Dropout, two layers, carried state, and a budget that slices every batch's output layer.
     head_rows = 20 * 8 * 4 / 2**20  # 20 rows of the head's 6 + 2 logits
-    over = {"dropout": 0.3, "layers": 2, "checkpoint_every": 4, "hidden": 64, "cutoffs": (6, 20), "logits_mb": head_rows}
+    over = {
+        "dropout": 0.3,
+        "layers": 2,
+        "checkpoint_every": 4,
+        "hidden": 64,
+        "cutoffs": (6, 20),
+        "logits_mb": head_rows,
+    }
     whole = make(lm_data, tmp_path / "a", **over)
     assert len(whole.model.slices(torch.zeros(96, dtype=torch.long), whole.p.logits_mb)) > 3
     whole.fit()

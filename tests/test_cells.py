@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from models.cells import KINDS, VariantGRU, VariantLSTM, is_lstm, make_recurrent, set_forget_bias
+from models.cells import KINDS, VariantGRU, VariantLSTM, make_recurrent, set_forget_bias
+
+
+def is_lstm(module: nn.Module) -> bool:
+    """Whether ``module``'s state is an (h, c) pair, as for nn.LSTM."""
+    return isinstance(module, (nn.LSTM, VariantLSTM))
+
 
 T, B, IN, H = 5, 3, 4, 6  # steps, batch, input, hidden: small, the loop is exercised, not throughput
 
@@ -62,8 +68,9 @@ def _run(module: nn.Module, x: Tensor, state: Tensor | tuple[Tensor, Tensor]) ->
     return [v.detach() for v in values], grads
 
 
-def _assert_close(a: tuple[list[Tensor], dict[str, Tensor]], b: tuple[list[Tensor], dict[str, Tensor]],
-                  atol: float, rtol: float) -> None:  # fmt: skip
+def _assert_close(
+    a: tuple[list[Tensor], dict[str, Tensor]], b: tuple[list[Tensor], dict[str, Tensor]], atol: float, rtol: float
+) -> None:
     for va, vb in zip(a[0], b[0], strict=True):
         torch.testing.assert_close(va, vb, atol=atol, rtol=rtol)
     assert a[1].keys() == b[1].keys()

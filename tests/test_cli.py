@@ -11,21 +11,13 @@ import pytest
 import torch
 
 from flows.cli import main
-from flows.common import checkpoints, tokenizer_settings
-from models.lm import lm_trainer
-from pipeline.params import read_params
-from pipeline.vocab import Vocab
-from tests.support import ROOT
+from tests.support import ROOT, train_word_model
 
 
 @pytest.fixture
 def repo(lm_workdir: Path) -> Path:
     """The working directory with a (briefly) trained word model where the CLI looks by default."""
-    p = read_params("params.yaml")
-    run = {"fingerprint": "cli", "tokenizer": tokenizer_settings("word", p.tokenize.word),
-           "vocab_path": "data/vocab/word.json"}  # fmt: skip
-    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), Vocab.load("data/vocab/word.json"), run,
-            log=lambda _: None).fit()  # fmt: skip
+    train_word_model("cli")
     return lm_workdir
 
 

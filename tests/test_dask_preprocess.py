@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import sharded, windows
+from pipeline import sharded, vocab, windows
 from pipeline.errors import ParamsError
 from tests.support import copy_repo, run, run_data_stages, tool_env, write_params
 from tests.wikidump import build_multistream
@@ -51,19 +51,32 @@ def dump(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 
 def _params(root: Path, dump: tuple[Path, Path], **preprocess: object) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    write_params(root / "params.yaml", {
-        "corpus": {"source": "wikipedia", "wikipedia": {"url": str(dump[0]), "index_url": str(dump[1]),
-                                                        "holdout": 0.1, "cache_dir": str(root / "cache")}},
-        "preprocess": {"range_mb": RANGE_MB, "work_dir": "work", **preprocess},
-    })  # fmt: skip
+    write_params(
+        root / "params.yaml",
+        {
+            "corpus": {
+                "source": "wikipedia",
+                "wikipedia": {
+                    "url": str(dump[0]),
+                    "index_url": str(dump[1]),
+                    "holdout": 0.1,
+                    "cache_dir": str(root / "cache"),
+                },
+            },
+            "preprocess": {"range_mb": RANGE_MB, "work_dir": "work", **preprocess},
+        },
+    )
     return root
 
 
 def digests(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root/data`` (the published outputs), by relative path."""
     data = root / "data"
-    return {p.relative_to(data).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(data).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(data.rglob("*"))
+        if p.is_file()
+    }
 
 
 def mtimes(folder: Path) -> dict[str, int]:
@@ -97,8 +110,16 @@ def test_serial_output_equals_the_dvc_stages(serial: Path, dump: tuple[Path, Pat
         with contextlib.chdir(root):
             windows.run("word", "params.yaml")
     serial, (mine, theirs) = mine, (digests(mine), digests(stages))
-    same = ["vocab/word.json", "vocab/char.json", "metrics/vocab-word.json", "metrics/vocab-char.json",
-            "metrics/corpus.json", "corpus/oracle.json", "windows/word/meta.json", "metrics/windows-word.json"]  # fmt: skip
+    same = [
+        "vocab/word.json",
+        "vocab/char.json",
+        "metrics/vocab-word.json",
+        "metrics/vocab-char.json",
+        "metrics/corpus.json",
+        "corpus/oracle.json",
+        "windows/word/meta.json",
+        "metrics/windows-word.json",
+    ]
     for rel in same:  # windows' meta.json holds the sha256 of every array it wrote
         assert mine[rel] == theirs[rel], rel
     for folder in ("corpus/docs", "tokens/word", "tokens/char"):  # same rows; one file set per piece
@@ -114,8 +135,10 @@ def test_a_folder_of_text_files_gives_the_text_source_rows(tmp_path: Path) -> No
         lines = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(0, 60))]
         (files / f"sub{k % 2}").mkdir(parents=True, exist_ok=True)
         (files / f"sub{k % 2}" / f"f{k}.txt").write_text("\n".join(lines) + "\n")
-    over = {"corpus": {"source": "text", "text": {"train": "../raw", "holdout": 0.1, "seed": 4}},
-            "preprocess": {"work_dir": "work"}}  # fmt: skip
+    over = {
+        "corpus": {"source": "text", "text": {"train": "../raw", "holdout": 0.1, "seed": 4}},
+        "preprocess": {"work_dir": "work"},
+    }
     outs = {}
     for name in ("stages", "serial"):
         root = tmp_path / name
@@ -135,7 +158,11 @@ def test_a_folder_of_text_files_gives_the_text_source_rows(tmp_path: Path) -> No
     for folder in ("corpus/docs", "tokens/word", "tokens/char"):
         x, y = (pq.read_table(outs[n] / "data" / folder) for n in ("stages", "serial"))
         assert x.equals(y), folder
-    assert set(pq.read_table(outs["serial"] / "data/corpus/docs").column("split").to_pylist()) == {"train", "valid", "test"}
+    assert set(pq.read_table(outs["serial"] / "data/corpus/docs").column("split").to_pylist()) == {
+        "train",
+        "valid",
+        "test",
+    }
 
 
 def test_count_merging_is_associative(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,14 +171,15 @@ def test_count_merging_is_associative(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(7):
         toks = [rng.choice("abcdefgh") * rng.randint(1, 3) for _ in range(rng.randint(0, 40))]
         splits = [rng.choice(["train", "valid"]) for _ in toks]
-        tables.append(sharded.count_table(pa.array(splits, pa.string()),
-                                          pa.array([[t] for t in toks], pa.list_(pa.string()))))  # fmt: skip
-    whole = sharded.merge_counts(tables)
-    grouped = sharded.merge_counts([sharded.merge_counts(tables[:3]), sharded.merge_counts(tables[3:])])
-    shuffled = sharded.merge_counts(rng.sample(tables, len(tables)))
+        tables.append(
+            vocab.count_table(pa.array(splits, pa.string()), pa.array([[t] for t in toks], pa.list_(pa.string())))
+        )
+    whole = vocab.merge_counts(tables)
+    grouped = vocab.merge_counts([vocab.merge_counts(tables[:3]), vocab.merge_counts(tables[3:])])
+    shuffled = vocab.merge_counts(rng.sample(tables, len(tables)))
     assert whole.equals(grouped) and whole.equals(shuffled)
-    monkeypatch.setattr(sharded, "MERGE_ROWS", 5)  # partial sums along the way: the same table
-    assert sharded.merge_counts(tables).equals(whole)
+    monkeypatch.setattr(vocab, "MERGE_ROWS", 5)  # partial sums along the way: the same table
+    assert vocab.merge_counts(tables).equals(whole)
     assert sum(whole["count"].to_pylist()) == sum(sum(t["count"].to_pylist()) for t in tables)
 
 
@@ -176,10 +204,10 @@ def test_sources_that_cannot_be_split_are_params_errors(dump: tuple[Path, Path],
     root = tmp_path / "g"
     root.mkdir()
     write_params(root / "params.yaml", {})  # the grammar corpus
-    with pytest.raises(ParamsError, match="corpus.source is 'grammar'"):
+    with pytest.raises(ParamsError, match=r"corpus\.source is 'grammar'"):
         sharded.make_job(root / "params.yaml")
     write_params(root / "params.yaml", {"corpus": {"source": "wikipedia", "wikipedia": {"url": str(dump[0])}}})
-    with pytest.raises(ParamsError, match="corpus.wikipedia.index_url is null"):
+    with pytest.raises(ParamsError, match=r"corpus\.wikipedia\.index_url is null"):
         sharded.make_job(root / "params.yaml")
 
 

@@ -10,7 +10,6 @@ import pytest
 
 from pipeline.download import cache_name, fetch, request
 from pipeline.errors import DataError
-
 from tests.httpserver import HTTPTestServer
 
 SIZE = 300_000

@@ -110,6 +110,11 @@ def test_every_stage_matches_its_spec(stages: dict[str, object]) -> None:
         assert plots == set(spec.plots), f"{name}: plots {plots} != spec {set(spec.plots)}"
 
 
+def _within(f: str, d: str) -> bool:
+    """Whether project file ``f`` is the dep ``d`` or lies in the folder ``d``."""
+    return f == d or f.startswith(d.rstrip("/") + "/")
+
+
 def test_code_deps_are_exactly_what_each_stage_imports(stages: dict[str, object]) -> None:
     def group(module: str) -> list[str]:
         # The corpus stage imports its source lazily, and `corpus.source` picks any of
@@ -121,13 +126,14 @@ def test_code_deps_are_exactly_what_each_stage_imports(stages: dict[str, object]
     for name, stage in stages.items():
         module, _ = _module_and_item(stage.cmd)
         imported = traced[" ".join(group(module))]
-        code_deps = {d.def_path for d in stage.deps if d not in stage.params and (ROOT / d.def_path).exists()
-                     and not d.def_path.startswith(("data/", "artifacts/"))}  # fmt: skip
-
-        def covered(f: str) -> bool:
-            return any(f == d or f.startswith(d.rstrip("/") + "/") for d in code_deps)
-
-        missing = sorted(f for f in imported if not covered(f))
-        unused = sorted(d for d in code_deps if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in imported))
+        code_deps = {
+            d.def_path
+            for d in stage.deps
+            if d not in stage.params
+            and (ROOT / d.def_path).exists()
+            and not d.def_path.startswith(("data/", "artifacts/"))
+        }
+        missing = sorted(f for f in imported if not any(_within(f, d) for d in code_deps))
+        unused = sorted(d for d in code_deps if not any(_within(f, d) for f in imported))
         assert not missing, f"{name}: imports {missing} but dvc.yaml does not list them as deps"
         assert not unused, f"{name}: lists deps {unused} that it never imports"

@@ -29,9 +29,13 @@ def latest_artifact(key: str) -> str:
     """
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), flow_run_filter=FlowRunFilter(),
-            task_run_filter=TaskRunFilter(), sort=ArtifactSort.CREATED_DESC, limit=1, offset=0,
-        )  # fmt: skip
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(),
+            task_run_filter=TaskRunFilter(),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+            offset=0,
+        )
     assert found, f"no artifact with key {key!r}"
     return found[0].data
 
@@ -66,8 +70,13 @@ def test_a_killed_training_resumes_from_its_checkpoint(lm_workdir: Path) -> None
     p = read_params("params.yaml")
     tok = tokenizer_settings("char", p.tokenize.char)
     fp = lm_fingerprint("char", p.train.char, tok, train.TRAIN_CODE)
-    t = lm_trainer(p.train.char, Path("data/windows/char"), checkpoints("char"), Vocab.load("data/vocab/char.json"),
-                {"fingerprint": fp, "tokenizer": tok, "vocab_path": "data/vocab/char.json"})  # fmt: skip
+    t = lm_trainer(
+        p.train.char,
+        Path("data/windows/char"),
+        checkpoints("char"),
+        Vocab.load("data/vocab/char.json"),
+        {"fingerprint": fp, "tokenizer": tok, "vocab_path": "data/vocab/char.json"},
+    )
     t.run_epoch()  # one epoch of two, then "killed"
     out = run_train("char")
     assert not out["cached"] and [h["epoch"] for h in out["history"]] == [1, 2]
@@ -104,9 +113,13 @@ def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm
         assert rows[0] == f"step\t{curve}" and [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]
     headline = json.loads((art / "metrics.json").read_text())
     test = json.loads((art / "evaluation.json").read_text())["test"]
-    assert headline == {"test_perplexity": test["perplexity"], "test_bits": test["bits_per_char"],
-                        "oracle_gap": test["oracle_gap"], "ngram_perplexity": test["ngram_perplexity"],
-                        "step": 2}  # fmt: skip
+    assert headline == {
+        "test_perplexity": test["perplexity"],
+        "test_bits": test["bits_per_char"],
+        "oracle_gap": test["oracle_gap"],
+        "ngram_perplexity": test["ngram_perplexity"],
+        "step": 2,
+    }
     assert out["evaluation"]["test"] == test
 
     # Again, as after a changed sample param: the training is a cache hit, every output the same bytes.

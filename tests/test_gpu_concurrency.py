@@ -131,12 +131,18 @@ def job(tmp_path: Path, prefect_api: str) -> tuple[list[str], dict[str, str]]:
     (tmp_path / "gpu_job.py").write_text(JOB)
     (tmp_path / "barrier").mkdir()
     env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=prefect_api)
-    return [str(VENV_BIN / "python"), str(tmp_path / "gpu_job.py"), str(HOLD_SECONDS), str(tmp_path / "barrier"),
-            "2"], env  # fmt: skip
+    return [
+        str(VENV_BIN / "python"),
+        str(tmp_path / "gpu_job.py"),
+        str(HOLD_SECONDS),
+        str(tmp_path / "barrier"),
+        "2",
+    ], env
 
 
-def test_without_a_limit_two_gpu_tasks_overlap(job: tuple[list[str], dict[str, str]], prefect_api: str,
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_without_a_limit_two_gpu_tasks_overlap(
+    job: tuple[list[str], dict[str, str]], prefect_api: str, tmp_path: Path
+) -> None:
     cmd, env = job
     (tmp_path / "meet").mkdir()
     cmd = [*cmd, str(tmp_path / "meet")]  # each task waits in its slot for the other's to start
@@ -146,8 +152,9 @@ def test_without_a_limit_two_gpu_tasks_overlap(job: tuple[list[str], dict[str, s
     assert overlap(a, b), f"expected the unlimited tasks to overlap: {a} {b}"
 
 
-def test_with_limit_1_two_gpu_tasks_take_turns(job: tuple[list[str], dict[str, str]], prefect_api: str,
-                                               tmp_path: Path, gpu_limit: None) -> None:  # fmt: skip
+def test_with_limit_1_two_gpu_tasks_take_turns(
+    job: tuple[list[str], dict[str, str]], prefect_api: str, tmp_path: Path, gpu_limit: None
+) -> None:
     cmd, env = job
     since = now()
     run_pair([cmd, cmd], [tmp_path, tmp_path], env)
@@ -157,8 +164,9 @@ def test_with_limit_1_two_gpu_tasks_take_turns(job: tuple[list[str], dict[str, s
 
 
 @pytest.mark.slow
-def test_two_real_trainings_share_one_gpu_slot(lm_data: Path, tmp_path: Path, prefect_api: str,
-                                               gpu_limit: None) -> None:  # fmt: skip
+def test_two_real_trainings_share_one_gpu_slot(
+    lm_data: Path, tmp_path: Path, prefect_api: str, gpu_limit: None
+) -> None:
     """The real lm stage, twice at once in two workspaces: its `fit` tasks take turns and both finish."""
     works = [tmp_path / "a", tmp_path / "b"]
     for w in works:
@@ -167,10 +175,16 @@ def test_two_real_trainings_share_one_gpu_slot(lm_data: Path, tmp_path: Path, pr
     since = now()
     procs = [
         # Separate homes: separate result storage, so neither hits the other's training cache.
-        subprocess.Popen(cmd, cwd=w, env=tool_env(PREFECT_HOME=str(w / ".prefect"), PREFECT_API_URL=prefect_api),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            cmd,
+            cwd=w,
+            env=tool_env(PREFECT_HOME=str(w / ".prefect"), PREFECT_API_URL=prefect_api),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for w in works
-    ]  # fmt: skip
+    ]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out

@@ -7,8 +7,9 @@
    enumeration is complete: the probabilities must sum to exactly 1.
 2. Monte Carlo: an independent sampler written here draws documents, and
    (a) on the small grammar, empirical frequencies match exp(logprob);
-   (b) on seed 003's grammar, the entropy estimated from the sampler's own
-       choice probabilities matches the oracle's entropy per token.
+   (b) on the default grammar (the nonsense language of the ``theano_lstm``
+       package's LSTM tutorial notebook), the entropy estimated from the
+       sampler's own choice probabilities matches the oracle's entropy per token.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _fields(g: Grammar) -> dict:
 
 
 class IndependentSampler:
-    """Seed 003's process written out plainly, recording its choices' probability."""
+    """The default grammar's generative process written out plainly, recording its choices' probability."""
 
     def __init__(self, g: Grammar, seed: int):
         self.g, self.rng = g, random.Random(seed)
@@ -195,7 +196,7 @@ def test_monte_carlo_frequencies_match_oracle() -> None:
 
 
 def test_monte_carlo_entropy_matches_oracle_entropy() -> None:
-    """In seed 003's grammar only a lone adverb is ambiguous (two slots, same weight),
+    """In the default grammar only a lone adverb is ambiguous (two slots, same weight),
     so log p(x) = log q(derivation) + (clauses with one adverb) * log 2, exactly."""
     sampler = IndependentSampler(DEFAULT, seed=11)
     nats, targets = [], []

@@ -1,4 +1,4 @@
-"""Hostile and broken input (issue 11): one clear error for every malformed file, and nothing lost.
+"""Hostile and broken input: one clear error for every malformed file, and nothing lost.
 
 Every case is built here, in temporary folders, at run time: no file over 1 MB, and nothing
 that expands (entities are never expanded; the billion-laughs file is 1 KB). The Wikipedia,
@@ -34,7 +34,7 @@ import yaml
 from pipeline.corpus import write_documents
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import ArxivParams, OcrParams
-from pipeline.sources import arxiv, ocr
+from pipeline.sources import arxiv, dumpfiles, ocr
 from pipeline.sources import wikipedia as wiki
 from tests.httpserver import HTTPTestServer
 from tests.support import SMALL_CORPUS, copy_repo, load_params, merge, run, tool_env, write_params
@@ -215,7 +215,7 @@ def test_truncated_multistream_index_names_its_line(tmp_path: Path) -> None:
     dump = tmp_path / "dump.xml.bz2"
     dump.write_bytes(b"BZh9" + b"\0" * 10_000_000)  # only its size matters here
     with pytest.raises(DataError, match=r"index\.txt\.bz2:\d+: decompression failed .*damaged or truncated"):
-        list(wiki.stream_ranges(index, dump))
+        list(dumpfiles.stream_ranges(index, dump))
 
 
 # --- IMDB archives ------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ def test_ocr_data_stage_names_its_own_key(repo: Path, inputs: Path) -> None:
     path = inputs / "letter.data.gz"
     path.write_bytes(OCR["a 1,000-letter word, max_length null"][0])
     params = stage_params(inputs, {"ocr_data": {"source": {"url": str(path)}}})
-    message = failed_stage(repo, inputs, "--params", str(params), module="pipeline.ocr_data")
+    message = failed_stage(repo, inputs, "--params", str(params), module="pipeline.ocr.data")
     assert re.match(rf"error: {re.escape(str(path))}:1001: .* than ocr_data\.source\.length_cap \(64\)", message)
 
 

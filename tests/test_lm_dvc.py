@@ -75,8 +75,13 @@ def test_dvclive_metrics_fit_a_screen_and_plots_have_one_row_per_epoch(built: Bu
     lines = shown.stdout.splitlines()
     assert max(map(len, lines)) <= 120, shown.stdout
     header = lines[0].split()
-    assert header[0] == "Path" and {"test_perplexity", "test_bits", "oracle_gap", "ngram_perplexity",
-                                    "valid_loss"} <= set(header)  # fmt: skip
+    assert header[0] == "Path" and {
+        "test_perplexity",
+        "test_bits",
+        "oracle_gap",
+        "ngram_perplexity",
+        "valid_loss",
+    } <= set(header)
     oracle = read_json(built.repo / "data/corpus/oracle.json")
     for level in ("word", "char"):
         art = built.repo / "artifacts" / level

@@ -1,4 +1,4 @@
-"""LM-based classification (seed 000) on the real aclImdb sample: one LM per class with the shared trainer."""
+"""LM-based classification on the real aclImdb sample: one LM per class with the shared trainer."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from models.config import ModelConfig
 from models.data import open_array, read_meta
 from models.lm import lm_trainer
 from models.lmclass import class_scores, document_logprobs
-from models.rnn import build_model
+from models.rnn import RNNLanguageModel
 from pipeline.params import TrainParams
-from pipeline.taskpaths import IMDB_DATA
+from pipeline.paths import IMDB_DATA
 from pipeline.vocab import EOS, Vocab
 from tests.tasksupport import build_imdb, one_thread  # noqa: F401 (autouse fixture)
 
@@ -43,7 +43,7 @@ def test_each_class_gets_its_own_windows_with_the_shared_vocabulary(imdb: Path) 
 def test_batched_document_scores_equal_one_review_at_a_time(imdb: Path) -> None:
     torch.manual_seed(0)
     vocab = Vocab.load(imdb / IMDB_DATA.vocab)
-    model = build_model(ModelConfig(len(vocab), "lstm", 8, 16, 1)).eval()
+    model = RNNLanguageModel(ModelConfig(len(vocab), "lstm", 8, 16, 1)).eval()
     test = imdb / IMDB_DATA.windows / "test"
     padded, lengths = open_array(test, "padded.npy")[:7], np.asarray(open_array(test, "lengths.npy"))[:7]
     total, tokens = document_logprobs(model, padded, lengths, torch.device("cpu"), batch_size=3)
@@ -65,8 +65,9 @@ def test_class_lms_classify_test_reviews_above_chance(imdb: Path, tmp_path: Path
         t.fit()
         models[label] = t.model
     test = imdb / IMDB_DATA.windows / "test"
-    scores = class_scores(models, open_array(test, "padded.npy"), np.asarray(open_array(test, "lengths.npy")),
-                          torch.device("cpu"))  # fmt: skip
+    scores = class_scores(
+        models, open_array(test, "padded.npy"), np.asarray(open_array(test, "lengths.npy")), torch.device("cpu")
+    )
     assert scores.shape == (2, 500) and (scores < 0).all()  # mean log-probability per token
     truth = np.load(test / "labels.npy")
     m = classification_metrics(truth, scores.argmax(0), ["neg", "pos"])

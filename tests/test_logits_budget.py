@@ -1,6 +1,6 @@
 """Logits memory bounded by ``logits_mb``: training, evaluation and scoring compute the output layer over
 slices of rows, give the results of the unsliced code (to float tolerance), and never build a larger
-logits tensor, whatever the vocabulary (issue 12, item 1)."""
+logits tensor, whatever the vocabulary."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from models.config import ModelConfig
 from models.data import IGNORE, Batch, eval_batches, eval_window, read_meta
 from models.evaluate import Scores, lm_loss, score, score_split
 from models.lm import lm_trainer
-from models.rnn import MIB, RNNLanguageModel, build_model, detach
+from models.rnn import MIB, RNNLanguageModel, detach
 from models.sampling import LanguageModel
 from pipeline.params import LOGITS_MB, EvaluateParams, TrainParams, read_params
 from pipeline.vocab import Vocab
@@ -113,7 +113,7 @@ def test_sliced_training_loss_and_gradients_equal_the_unsliced_ones(output: str,
     torch.manual_seed(0)
     cutoffs = (40, 120) if output == "adaptive" else ()
     cfg = ModelConfig(300, "lstm", 32, 32, layers=2, dropout=0.3, tie_weights=tie, output=output, cutoffs=cutoffs)
-    model = build_model(cfg).train()
+    model = RNNLanguageModel(cfg).train()
     x = torch.randint(0, 300, (20, 8))  # (T, B)
     y = torch.randint(0, 300, (20, 8))
     y[12:, 3] = IGNORE  # padding, as padded mode has
@@ -141,7 +141,7 @@ def test_sliced_training_loss_and_gradients_equal_the_unsliced_ones(output: str,
 
 def test_ignored_rows_count_nothing_whatever_their_inputs() -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(300, "lstm", emb_dim=32, hidden=32, layers=1))
+    model = RNNLanguageModel(ModelConfig(300, "lstm", emb_dim=32, hidden=32, layers=1))
     h, y = torch.randn(40, 32), torch.randint(0, 300, (40,))
     y[5:9] = IGNORE
     h[5:9] = float("nan")  # as F.cross_entropy(ignore_index=IGNORE): loss and h's gradient stay finite
@@ -158,7 +158,7 @@ def test_the_sliced_softmax_loss_follows_autocast() -> None:
     # bf16 autocast as on CUDA (models.device.autocast), here on the CPU, where the recurrent layer
     # gives bf16 outputs: the logits products run in bf16, the loss and the weight gradient in fp32.
     torch.manual_seed(0)
-    model = build_model(ModelConfig(300, "lstm", emb_dim=32, hidden=32, layers=1))
+    model = RNNLanguageModel(ModelConfig(300, "lstm", emb_dim=32, hidden=32, layers=1))
     h0, y = torch.randn(160, 32), torch.randint(0, 300, (160,))
     results = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -167,7 +167,9 @@ def test_the_sliced_softmax_loss_follows_autocast() -> None:
             loss = model.loss(h, y, logits_mb=rows_budget(model, 9))
         model.zero_grad(set_to_none=True)
         loss.backward()
-        assert loss.dtype == torch.float32 and h.grad.dtype == dtype and model.decoder.weight.grad.dtype == torch.float32
+        assert (
+            loss.dtype == torch.float32 and h.grad.dtype == dtype and model.decoder.weight.grad.dtype == torch.float32
+        )
         results.append((loss.detach(), h.grad.float(), model.decoder.weight.grad.clone()))
     (loss32, h32, w32), (loss16, h16, w16) = results
     assert torch.allclose(loss16, loss32, rtol=0.01)
@@ -181,7 +183,7 @@ def test_no_logits_tensor_exceeds_the_budget_in_training_evaluation_or_scoring(o
     V = 600
     cutoffs = (60, 200) if output == "adaptive" else ()
     cfg = ModelConfig(V, "lstm", emb_dim=16, hidden=32, layers=1, output=output, cutoffs=cutoffs)
-    model = build_model(cfg)
+    model = RNNLanguageModel(cfg)
     x, y = torch.randint(0, V, (40, 32)), torch.randint(0, V, (40, 32))  # full logits: 3 MB
     budget = 0.1  # MiB
     cap = budget * MIB
@@ -204,9 +206,7 @@ def test_no_logits_tensor_exceeds_the_budget_in_training_evaluation_or_scoring(o
     assert 0 < largest(lambda: model.target_logprobs(h, y.reshape(-1), budget)) <= cap
 
 
-def test_rnnlab_score_holds_no_more_than_the_budget_and_agrees_with_the_model(
-    lm_data: Path, tmp_path: Path
-) -> None:
+def test_rnnlab_score_holds_no_more_than_the_budget_and_agrees_with_the_model(lm_data: Path, tmp_path: Path) -> None:
     params = read_params(lm_data / "params.yaml")
     vocab = lm_data / "data/vocab/word.json"
     run = {"fingerprint": "s", "vocab_path": str(vocab), "tokenizer": tokenizer_settings("word", params.tokenize.word)}

@@ -13,11 +13,31 @@ from pipeline.vocab import Vocab
 from tests.support import run_data_stages, write_params
 
 TRAIN = {
-    "word": TrainParams(cell="lstm", emb_dim=32, hidden=64, layers=1, batch_size=16, bptt=35, lr=0.01,
-                        epochs=1, epoch_size=40, device="cpu"),
-    "char": TrainParams(cell="gru", emb_dim=16, hidden=64, layers=1, batch_size=32, bptt=64, lr=0.01,
-                        epochs=1, epoch_size=40, device="cpu"),
-}  # fmt: skip
+    "word": TrainParams(
+        cell="lstm",
+        emb_dim=32,
+        hidden=64,
+        layers=1,
+        batch_size=16,
+        bptt=35,
+        lr=0.01,
+        epochs=1,
+        epoch_size=40,
+        device="cpu",
+    ),
+    "char": TrainParams(
+        cell="gru",
+        emb_dim=16,
+        hidden=64,
+        layers=1,
+        batch_size=32,
+        bptt=64,
+        lr=0.01,
+        epochs=1,
+        epoch_size=40,
+        device="cpu",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +45,14 @@ def wikitext(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("wikitext")
     wt = shared_data / "wikitext-2"
     text = {"train": str(wt / "valid.txt"), "valid": str(wt / "test.txt"), "test": str(wt / "test.txt")}
-    write_params(root / "params.yaml", {
-        "corpus": {"source": "text", "text": text},
-        "vocab": {"word": {"max_size": 2000}},  # a small softmax keeps the test fast; the rest is <unk>
-        "windows": {"word": {"modes": ["stream"]}, "char": {"modes": ["stream"]}},
-    })  # fmt: skip
+    write_params(
+        root / "params.yaml",
+        {
+            "corpus": {"source": "text", "text": text},
+            "vocab": {"word": {"max_size": 2000}},  # a small softmax keeps the test fast; the rest is <unk>
+            "windows": {"word": {"modes": ["stream"]}, "char": {"modes": ["stream"]}},
+        },
+    )
     return run_data_stages(root)
 
 

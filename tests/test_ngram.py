@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 
 from models import ngram
-from models.ngram import KneserNey, estimate_discounts, evaluate, fit
+from models.ngram import KneserNey, NgramScore, estimate_discounts
 from pipeline.errors import DataError
 
 EOS = 2
+fit = KneserNey.fit  # the tests' short name
+
+
+def evaluate(model: KneserNey, stream: np.ndarray) -> NgramScore:
+    """Score every target of a held-out id stream; see ``KneserNey.evaluate``."""
+    return model.evaluate(stream)
 
 
 # --- a from-scratch reference with plain dicts (Chen & Goodman 1998, interpolated KN) -------------
@@ -80,8 +86,14 @@ def test_hand_worked_bigram() -> None:
     P(4|3) = 3/2/3 + 5/108 = 59/108, P(5|3) = 1/2/3 + 5/108 = 23/108, P(2|3) = 11/108, P(0|3) = 2/108.
     """
     model = fit(np.array([2, 3, 4, 3, 4, 2, 3, 5, 2]), vocab_size=6, n=2, discounts=[0.5, 0.5])
-    expected = {0: Fraction(2, 108), 1: Fraction(2, 108), 2: Fraction(11, 108), 3: Fraction(0), 4: Fraction(59, 108),
-                5: Fraction(23, 108)}  # fmt: skip
+    expected = {
+        0: Fraction(2, 108),
+        1: Fraction(2, 108),
+        2: Fraction(11, 108),
+        3: Fraction(0),
+        4: Fraction(59, 108),
+        5: Fraction(23, 108),
+    }
     expected[3] = 1 - sum(expected.values())  # P(3|3): 3 never follows 3, so γ(3)·P1(3) = 11/108
     assert expected[3] == Fraction(11, 108)
     np.testing.assert_allclose(model.distribution([3]), [float(expected[w]) for w in range(6)], rtol=1e-13)
@@ -162,7 +174,7 @@ def test_higher_orders_win_on_real_text(shared_data: Path) -> None:
 def test_deterministic_and_round_trips(shared_data: Path, tmp_path: Path) -> None:
     train, test, V = _wiki_streams(shared_data)
     a, b = fit(train, V, 3), fit(train.astype(np.int32), V, 3)
-    for la, lb in zip(a.levels, b.levels, strict=True):
+    for la, lb in zip(a.orders, b.orders, strict=True):
         for x, y in zip((la.keys, la.alpha, la.gamma), (lb.keys, lb.alpha, lb.gamma), strict=True):
             np.testing.assert_array_equal(x, y)
     score = evaluate(a, test)

@@ -1,4 +1,4 @@
-"""The ngram subflow (seed 002's baseline) and its place beside the RNN and the oracle in evaluate's table."""
+"""The ngram subflow (the Kneser–Ney baseline) and its place beside the RNN and the oracle in evaluate's table."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from flows import evaluate, ngram
-from flows.common import checkpoints, tokenizer_settings
-from models.lm import lm_trainer
-from models.ngram import fit
+from models.ngram import KneserNey
 from pipeline.params import load_params, read_params
 from pipeline.vocab import Vocab
+from tests.support import train_word_model
 from tests.test_flows import latest_artifact
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -32,7 +31,7 @@ def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
             assert m["oracle_gap"] > 0.99 and m["oracle_perplexity"] == oracle[level][split]["perplexity"]
         # The stage's numbers are models/ngram.py's, fitted on the train stream.
         vocab = Vocab.load(f"data/vocab/{level}.json")
-        direct = fit(np.load(f"data/windows/{level}/train/stream.npy"), len(vocab), saved["model"]["n"])
+        direct = KneserNey.fit(np.load(f"data/windows/{level}/train/stream.npy"), len(vocab), saved["model"]["n"])
         assert direct.evaluate(np.load(f"data/windows/{level}/test/stream.npy")).perplexity == pytest.approx(
             saved["test"]["perplexity"]
         )
@@ -41,10 +40,7 @@ def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
 
 def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> None:
     p = read_params("params.yaml")
-    run = {"fingerprint": "side", "tokenizer": tokenizer_settings("word", p.tokenize.word),
-           "vocab_path": "data/vocab/word.json"}  # fmt: skip
-    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), Vocab.load("data/vocab/word.json"), run,
-               log=lambda _: None).fit()  # fmt: skip
+    train_word_model("side")
     scores = ngram.ngram("word", p.ngram.word)
     result = evaluate.evaluate("word", p.evaluate, scores)
     baseline = json.loads(Path("artifacts/word/ngram.json").read_text())

@@ -36,8 +36,13 @@ lm_trainer(p, data / "data/windows/word", out, Vocab.load(data / "data/vocab/wor
 
 def _start(script: Path, data: Path, out: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(script), str(data), str(out)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(script), str(data), str(out)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _progress(out: Path) -> tuple[int, bool] | None:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from flows import registry, retrain, serve
+from flows.server import free_port
 from pipeline.errors import ParamsError
 from pipeline.io import read_json, sha256_file
 from pipeline.params import cron_problem, read_params, validate
 from pipeline.vocab import Vocab
-from flows.server import free_port
 from tests.support import ROOT, load_params, merge, tool_env, write_params
 
 # --- the schedule section ---------------------------------------------------------------------
@@ -36,8 +36,22 @@ VALID_CRON = [
     "@HOURLY",
     "0 0 * * 7",
 ]
-INVALID_CRON = ["61 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 * 13 *", "0 0 * * 8", "*/0 * * * *", "0 3 * *",
-                "a * * * *", "1,,3 * * * *", "@reboot", "@every 5m", "H * * * *", "0 3 * * 1#6", "? * * * *"]  # fmt: skip
+INVALID_CRON = [
+    "61 * * * *",
+    "0 24 * * *",
+    "0 0 0 * *",
+    "0 0 * 13 *",
+    "0 0 * * 8",
+    "*/0 * * * *",
+    "0 3 * *",
+    "a * * * *",
+    "1,,3 * * * *",
+    "@reboot",
+    "@every 5m",
+    "H * * * *",
+    "0 3 * * 1#6",
+    "? * * * *",
+]
 
 
 def schedule(**kw: Any) -> dict[str, Any]:
@@ -113,8 +127,15 @@ def test_an_unreachable_prefect_api_says_what_it_is_and_how_to_start_a_server() 
 def test_serve_without_a_server_prints_one_clean_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=url)
-    proc = subprocess.run([sys.executable, "-m", "flows.serve", "--repo", str(ROOT)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.serve", "--repo", str(ROOT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -141,9 +162,16 @@ def promoted(sha: str = "a" * 64, ppl: float = 10.0) -> dict[str, Any]:
         (5.0, "b" * 64, promoted(), None, False, False, "not comparable"),
         (5.0, "b" * 64, promoted(), None, True, True, "forced"),
     ],
-)  # fmt: skip
-def test_the_promotion_rule(candidate: float, sha: str, current: dict[str, Any] | None, incumbent: float | None,
-                            force: bool, promote: bool, reason: str) -> None:  # fmt: skip
+)
+def test_the_promotion_rule(
+    candidate: float,
+    sha: str,
+    current: dict[str, Any] | None,
+    incumbent: float | None,
+    force: bool,
+    promote: bool,
+    reason: str,
+) -> None:
     d = registry.decide(candidate, sha, current, incumbent, "valid", 0.01, force)
     assert d.promote is promote and reason in d.reason, d
 
@@ -155,8 +183,14 @@ def test_a_zero_margin_still_needs_a_gain() -> None:
 
 def test_the_artifact_states_the_decision_and_the_numbers() -> None:
     d = registry.decide(9.0, "b" * 64, promoted(), 10.0, "valid", 0.01)
-    md = retrain.report("word", {"decision": d.to_dict(), "model": "registry/models/word-bbbbbbbbbbbb",
-                                 "promoted": {**promoted(), "model": "registry/models/word-aaaaaaaaaaaa"}})  # fmt: skip
+    md = retrain.report(
+        "word",
+        {
+            "decision": d.to_dict(),
+            "model": "registry/models/word-bbbbbbbbbbbb",
+            "promoted": {**promoted(), "model": "registry/models/word-aaaaaaaaaaaa"},
+        },
+    )
     assert md.startswith("# Promotion, word level\n\nDecision: **promoted**. perplexity fell by 10.00%")
     assert "| new | 9.0000 | this run |" in md and "| promoted before | 10.0000 | registry/models/word-aaaa" in md
     assert "relative improvement +10.00%, margin 1.00%" in md and "git add registry.dvc dvc.lock" in md
@@ -171,13 +205,17 @@ def fake_model(folder: Path, payload: bytes) -> tuple[Path, Path, dict[str, Any]
     (folder / "last.pt").write_bytes(payload)
     vocab = Vocab("word", ("<pad>", "<unk>", "<eos>", "the"), (0, 0, 0, 5))
     vocab.save(folder / "vocab.json")
-    record = {"checkpoint_sha256": sha256_file(folder / "last.pt"), "vocab_sha256": vocab.sha256,
-              "metrics": {"valid": {"perplexity": 9.0}}}  # fmt: skip
+    record = {
+        "checkpoint_sha256": sha256_file(folder / "last.pt"),
+        "vocab_sha256": vocab.sha256,
+        "metrics": {"valid": {"perplexity": 9.0}},
+    }
     return folder / "last.pt", folder / "vocab.json", record
 
 
-def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "repo"
     ck_a, vocab, rec_a = fake_model(tmp_path / "a", b"model A")
     folder_a = registry.promote(root, "word", rec_a, ck_a, vocab)
@@ -210,7 +248,7 @@ def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(tmp_pat
 def test_a_checkpoint_that_changes_while_being_copied_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     ck, vocab, rec = fake_model(tmp_path / "a", b"model A")
-    with pytest.raises(registry.RegistryError, match="last.pt changed while being promoted"):
+    with pytest.raises(registry.RegistryError, match=r"last\.pt changed while being promoted"):
         registry.promote(root, "word", {**rec, "checkpoint_sha256": "0" * 64}, ck, vocab)
     assert registry.read_promoted(root, "word") is None
     assert not any((root / "registry/models").iterdir())

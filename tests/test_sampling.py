@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flows.common import tokenizer_settings
-from models.sampling import LanguageModel, draw, next_token_probs
 from models.lm import lm_trainer
+from models.sampling import LanguageModel, draw, next_token_probs
 from pipeline.params import read_params
 from pipeline.vocab import EOS, PAD, Vocab
 
@@ -23,11 +23,20 @@ def models(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     out = {}
     for level in ("word", "char"):
         folder = tmp_path_factory.mktemp(f"sampling-{level}")
-        run = {"fingerprint": "t", "vocab_path": str(lm_data / f"data/vocab/{level}.json"),
-               "tokenizer": tokenizer_settings(level, getattr(params.tokenize, level))}  # fmt: skip
+        run = {
+            "fingerprint": "t",
+            "vocab_path": str(lm_data / f"data/vocab/{level}.json"),
+            "tokenizer": tokenizer_settings(level, getattr(params.tokenize, level)),
+        }
         train = getattr(params.train, level).model_copy(update={"epoch_size": 60})
-        lm_trainer(train, lm_data / f"data/windows/{level}", folder,
-                Vocab.load(lm_data / f"data/vocab/{level}.json"), run, log=lambda _: None).fit()  # fmt: skip
+        lm_trainer(
+            train,
+            lm_data / f"data/windows/{level}",
+            folder,
+            Vocab.load(lm_data / f"data/vocab/{level}.json"),
+            run,
+            log=lambda _: None,
+        ).fit()
         out[level] = folder
     return out
 
@@ -37,7 +46,7 @@ def word(models: dict[str, Path]) -> LanguageModel:
     return LanguageModel.load(models["word"], device="cpu")
 
 
-def test_temperature_is_seed_001s_formula_and_top_k_keeps_k() -> None:
+def test_temperature_divides_the_log_probs_and_top_k_keeps_k() -> None:
     logp = torch.log_softmax(torch.tensor([0.0, 0.5, 2.0, 1.0, -1.0]), 0)
     for t in (0.5, 1.0, 2.0):
         want = torch.exp(logp / t)
@@ -81,7 +90,7 @@ def test_sampling_is_stateful_and_matches_rerunning_the_prefix(
     # The carried state gives the same distributions as re-reading the whole prefix every step.
     ids = word.encode("the cat") + word.vocab.encode(g.tokens)
     full, _ = word._step(ids, None)  # (len, V)
-    state_logp, state = word._step(ids[:3], None)
+    _, state = word._step(ids[:3], None)
     for i in range(3, len(ids)):
         step_logp, state = word._step([ids[i]], state)
         assert torch.allclose(step_logp[-1], full[i], atol=1e-5)

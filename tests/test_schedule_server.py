@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from flows.registry import read_promoted
+from flows.server import stop as stop_group
 from pipeline.io import sha256_file
 from tests.conftest import LM_PARAMS
-from flows.server import stop as stop_group
 from tests.support import VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 DEPLOYMENT = "every-few-seconds"
@@ -36,9 +36,15 @@ UI_TIMEOUT = 300  # seconds for the UI to list them; one or two page loads here
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags that work on these machines (../.library/env/machines/python.md), headless.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @dataclass(frozen=True)
@@ -77,23 +83,39 @@ def wait_for(what: str, check: Any, timeout: float, log: Path | None) -> Any:
 def scenario(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = tmp_path_factory.mktemp("schedule")
     repo = copy_repo(tmp / "repo")
-    write_params(repo / "params.yaml", {
-        **LM_PARAMS,
-        "retrain": {"levels": ["word"]},  # one level: half the work
-        "schedule": {"deployment": DEPLOYMENT, "cron": None, "interval": INTERVAL},
-    })  # fmt: skip
-    env = tool_env(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_API_URL=prefect_api,
-                   PREFECT_RUNNER_POLL_FREQUENCY="2")  # fmt: skip
+    write_params(
+        repo / "params.yaml",
+        {
+            **LM_PARAMS,
+            "retrain": {"levels": ["word"]},  # one level: half the work
+            "schedule": {"deployment": DEPLOYMENT, "cron": None, "interval": INTERVAL},
+        },
+    )
+    env = tool_env(
+        PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_API_URL=prefect_api, PREFECT_RUNNER_POLL_FREQUENCY="2"
+    )
     remote = tmp / "remote"
     run(repo, str(VENV_BIN / "python"), "-m", "flows.remote", "add-local", str(remote), env=env)
 
     log = tmp / "serve.log"
     with open(log, "wb") as out:
-        serve = subprocess.Popen([str(VENV_BIN / "python"), "-m", "flows.serve"], cwd=repo, env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        serve = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "flows.serve"],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        dep = wait_for("the deployment", lambda: (r := requests.get(
-            f"{prefect_api}/deployments/name/retrain/{DEPLOYMENT}", timeout=10)).ok and r.json(), UI_TIMEOUT, log)  # fmt: skip
+        dep = wait_for(
+            "the deployment",
+            lambda: (
+                (r := requests.get(f"{prefect_api}/deployments/name/retrain/{DEPLOYMENT}", timeout=10)).ok and r.json()
+            ),
+            UI_TIMEOUT,
+            log,
+        )
 
         def started(n: int) -> list[dict[str, Any]] | None:
             runs = [r for r in deployment_runs(prefect_api, dep["id"]) if r["start_time"]]
@@ -104,17 +126,23 @@ def scenario(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         wait_for("a second scheduled run to start", lambda: started(2), RUN_TIMEOUT, log)
         # No third run: pausing deletes the runs that came due meanwhile (they would wait their turn).
         requests.post(f"{prefect_api}/deployments/{dep['id']}/pause_deployment", timeout=10).raise_for_status()
-        runs = wait_for("two completed runs", lambda: (
-            r if len(r := [x for x in started(2) or [] if x["state"]["type"] == "COMPLETED"]) >= 2 else None
-        ), RUN_TIMEOUT, log)  # fmt: skip
+        runs = wait_for(
+            "two completed runs",
+            lambda: r if len(r := [x for x in started(2) or [] if x["state"]["type"] == "COMPLETED"]) >= 2 else None,
+            RUN_TIMEOUT,
+            log,
+        )
     finally:
         stop_group(serve)
     yield Scenario(prefect_api, repo, remote, env, runs[:2], log.read_text())
 
 
 def promotion_markdown(api: str, run_id: str) -> str:
-    arts = post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["promotion-word"]}},
-                                           "flow_runs": {"id": {"any_": [run_id]}}})  # fmt: skip
+    arts = post(
+        api,
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["promotion-word"]}}, "flow_runs": {"id": {"any_": [run_id]}}},
+    )
     assert len(arts) == 1, arts
     return arts[0]["data"]
 
@@ -136,8 +164,19 @@ def test_two_scheduled_runs_complete_the_first_promotes_the_second_keeps(scenari
     assert record["metrics"]["valid"]["perplexity"] > 1 and record["split"] == "valid"
     assert (scenario.repo / "registry.dvc").is_file()
     model = scenario.repo / record["model"]  # usable as it is, vocabulary included
-    out = run(scenario.repo, str(VENV_BIN / "rnnlab"), "sample", "--checkpoint", str(model), "--vocab",
-              str(model / "vocab.json"), "--prime", "the", "--json", env=scenario.env).stdout  # fmt: skip
+    out = run(
+        scenario.repo,
+        str(VENV_BIN / "rnnlab"),
+        "sample",
+        "--checkpoint",
+        str(model),
+        "--vocab",
+        str(model / "vocab.json"),
+        "--prime",
+        "the",
+        "--json",
+        env=scenario.env,
+    ).stdout
     assert json.loads(out)["samples"][0]["text"].startswith("the")
     # Each run pulled from and pushed to the team's remote: the registry's files are there.
     status = run(scenario.repo, "dvc", "status", "--cloud", env=scenario.env).stdout
@@ -148,8 +187,13 @@ def test_two_scheduled_runs_complete_the_first_promotes_the_second_keeps(scenari
 
 
 def chromium(*args: str, user_data: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],  # type: ignore[list-item]
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],  # type: ignore[list-item]
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.mark.slow

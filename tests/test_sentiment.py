@@ -1,4 +1,8 @@
-"""Sentiment classification (seeds 001 and 002) on the real aclImdb sample: both readouts learn, clear errors."""
+"""Sentiment classification on the real aclImdb sample: both readouts learn, clear errors.
+
+The defaults and the ``last`` readout follow Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine
+Intelligence* (Bleeding Edge Press, 2016), chapter 6; ``mean`` and ``max`` pool over the valid steps.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +21,27 @@ from models.trainer import Trainer
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import read_json
 from pipeline.params import SentimentParams, read_params
-from pipeline.taskdata import check_classes
-from pipeline.taskpaths import IMDB_DATA
+from pipeline.paths import IMDB_DATA
+from pipeline.textdata import check_classes
 from pipeline.vectors import save_embeddings
 from pipeline.vocab import Vocab
 from tests.tasksupport import build_imdb, one_thread  # noqa: F401 (autouse fixture)
 
-# Test-sized: the seed-001 defaults (GRU 300, RMSProp 0.002, batch 20) stay in params.yaml. On 458
+# Test-sized: the book's defaults (GRU 300, RMSProp 0.002, batch 20) stay in params.yaml. On 458
 # training reviews a small LSTM with Adam and no LR decay learns in 20 epochs of 23 steps.
-SMALL = dict(cell="lstm", emb_dim=16, hidden=16, optimizer="adam", lr=0.002, plateau_patience=100, epochs=20,
-             device="cpu", seed=0)  # fmt: skip
+SMALL = {
+    "cell": "lstm",
+    "emb_dim": 16,
+    "hidden": 16,
+    "optimizer": "adam",
+    "lr": 0.002,
+    "plateau_patience": 100,
+    "epochs": 20,
+    "device": "cpu",
+    "seed": 0,
+}
 CHANCE = 0.5
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +50,25 @@ def imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_imdb(tmp_path_factory.mktemp("imdb"))
 
 
-def _task(root: Path, device: torch.device = torch.device("cpu"), **over: object) -> SentimentTask:
+def _task(root: Path, device: torch.device = CPU, **over: object) -> SentimentTask:
     p = SentimentParams(**{**SMALL, **over})
-    return SentimentTask(p, root / IMDB_DATA.windows, Vocab.load(root / IMDB_DATA.vocab), device,
-                         vocab_path=str(IMDB_DATA.vocab), tokenizer={"level": "word", "pattern": "[A-Za-z]+|[!?.:,()]",
-                                                                     "lowercase": True})  # fmt: skip
+    return SentimentTask(
+        p,
+        root / IMDB_DATA.windows,
+        Vocab.load(root / IMDB_DATA.vocab),
+        device,
+        vocab_path=str(IMDB_DATA.vocab),
+        tokenizer={"level": "word", "pattern": "[A-Za-z]+|[!?.:,()]", "lowercase": True},
+    )
 
 
 def test_the_stage_wrote_labelled_padded_rows(imdb: Path) -> None:
     stats = read_json(imdb / IMDB_DATA.metrics)
-    assert stats["labels"] == {"test": {"neg": 250, "pos": 250}, "train": {"neg": 226, "pos": 232},
-                               "valid": {"neg": 24, "pos": 18}}  # fmt: skip
+    assert stats["labels"] == {
+        "test": {"neg": 250, "pos": 250},
+        "train": {"neg": 226, "pos": 232},
+        "valid": {"neg": 24, "pos": 18},
+    }
     meta = read_json(imdb / IMDB_DATA.windows / "meta.json")
     assert meta["labels"] == ["neg", "pos"] and meta["params"]["modes"] == ["padded"]
     labels = np.load(imdb / IMDB_DATA.windows / "test" / "labels.npy")
@@ -84,15 +106,19 @@ def test_embeddings_from_skipgram_or_a_text_file_and_their_errors(imdb: Path, tm
     matrix, found, info = initial_embeddings(tmp_path / "glove.txt", vocab, "v", emb_dim=4)
     assert info["found"] == 2 and info["oov"] == len(vocab) - 3 - 2
     p = SentimentParams(**{**SMALL, "emb_dim": 4, "freeze_embeddings": True})
-    t2 = SentimentTask(p, imdb / IMDB_DATA.windows, vocab, torch.device("cpu"), vocab_path="v",
-                       embeddings=(matrix, found, info))  # fmt: skip
+    t2 = SentimentTask(
+        p, imdb / IMDB_DATA.windows, vocab, torch.device("cpu"), vocab_path="v", embeddings=(matrix, found, info)
+    )
     assert t2.model.embedding.weight[vocab.id("awful")].tolist() == [-1, -2, -3, -4]
     assert not t2.model.embedding.weight.requires_grad  # frozen: the Trainer leaves it out
-    # item 1's embeddings.npy must belong to this vocabulary; the error names both.
+    # The skipgram stage's embeddings.npy must belong to this vocabulary; the error names both.
     other = Vocab("word", vocab.tokens[:3] + tuple(reversed(vocab.tokens[3:])), vocab.counts)
     save_embeddings(tmp_path / "embeddings.npy", np.zeros((len(other), 4), np.float32), other, "data/vocab/word.json")
-    with pytest.raises(DataError, match=r"ids of vocabulary data/vocab/word\.json \(2000 tokens.*not of "
-                       r"data/imdb/vocab\.json \(2000 tokens"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"ids of vocabulary data/vocab/word\.json \(2000 tokens.*not of "
+        r"data/imdb/vocab\.json \(2000 tokens",
+    ):
         initial_embeddings(tmp_path / "embeddings.npy", vocab, "data/imdb/vocab.json", emb_dim=4)
     with pytest.raises(ParamsError, match=r"sentiment\.emb_dim is 300 but .*glove\.txt holds 4-dimensional vectors"):
         initial_embeddings(tmp_path / "glove.txt", vocab, "v", emb_dim=300)
@@ -109,11 +135,13 @@ def test_empty_classes_and_missing_labels_are_named(imdb: Path, tmp_path: Path) 
     labels = np.load(copy / "train" / "labels.npy")
     np.save(copy / "train" / "labels.npy", np.zeros_like(labels))
     with pytest.raises(DataError, match=r"train: class 'pos' has no rows here"):
-        SentimentTask(SentimentParams(**SMALL), copy, Vocab.load(imdb / IMDB_DATA.vocab), torch.device("cpu"),
-                      vocab_path="v")  # fmt: skip
+        SentimentTask(
+            SentimentParams(**SMALL), copy, Vocab.load(imdb / IMDB_DATA.vocab), torch.device("cpu"), vocab_path="v"
+        )
 
 
-def test_params_defaults_are_seed_001s() -> None:
+def test_params_defaults_are_a_300_unit_gru_with_rmsprop_and_the_last_readout() -> None:
+    """The setup of Abrahams et al. (2016, ch. 6): GRU 300, RMSProp 0.002, batch 20, last output."""
     p = read_params().sentiment
     assert (p.cell, p.hidden, p.optimizer, p.lr, p.batch_size, p.readout) == ("gru", 300, "rmsprop", 0.002, 20, "last")
 

@@ -40,12 +40,22 @@ def test_rnnlab_server_points_its_ui_at_its_own_port(tmp_path: Path) -> None:
     port = free_port()
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"))
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen([RNNLAB, "server", "--port", str(port)], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    server = subprocess.Popen(
+        [RNNLAB, "server", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = f"http://127.0.0.1:{port}/api"
     try:
-        wait_until(f"rnnlab server at {api}", lambda: healthy(api), 300,
-                   alive=lambda: None if server.poll() is None else f"it exited ({server.returncode})")  # fmt: skip
+        wait_until(
+            f"rnnlab server at {api}",
+            lambda: healthy(api),
+            300,
+            alive=lambda: None if server.poll() is None else f"it exited ({server.returncode})",
+        )
         settings = requests.get(f"http://127.0.0.1:{port}/ui-settings", timeout=30).json()
         assert settings["api_url"] == api
     finally:
@@ -57,8 +67,15 @@ def test_rnnlab_server_points_its_ui_at_its_own_port(tmp_path: Path) -> None:
 def test_a_taken_port_is_one_line_saying_what_to_do(command: list[str], taken_port: int, tmp_path: Path) -> None:
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"))
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([RNNLAB, command[0], "--port", str(taken_port)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [RNNLAB, command[0], "--port", str(taken_port)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     line = one_error_line(proc)
     assert f"port {taken_port} on 127.0.0.1 is taken" in line
     assert f"PREFECT_API_URL=http://127.0.0.1:{taken_port}/api" in line and "PREFECT_PORT" in line
@@ -77,8 +94,15 @@ def test_a_flow_stage_waits_for_its_api_then_says_what_it_waited_for(lm_workdir:
     """A stage pointed at an API that never answers fails after prefect.toml's deadline (shortened here)."""
     api = f"http://127.0.0.1:{free_port()}/api"
     env = tool_env(PREFECT_API_URL=api, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="2")
-    proc = subprocess.run([str(VENV_BIN / "python"), "-m", "flows.lm", "--level", "word"], cwd=lm_workdir, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "flows.lm", "--level", "word"],
+        cwd=lm_workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     line = one_error_line(proc)
     assert f"waited 2 s for the Prefect API at {api}, in vain" in line and "make server" in line
     assert f"waiting for the Prefect API at {api}" in proc.stderr  # it said so while it waited
@@ -88,8 +112,7 @@ def test_a_flow_stage_waits_for_its_api_then_says_what_it_waited_for(lm_workdir:
 @pytest.mark.slow
 def test_a_server_that_dies_stops_the_run_with_its_log(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
-    write_params(repo / "params.yaml", {"corpus": {"grammar": {"train_docs": 200, "valid_docs": 20,
-                                                                "test_docs": 20}}})  # fmt: skip
+    write_params(repo / "params.yaml", {"corpus": {"grammar": {"train_docs": 200, "valid_docs": 20, "test_docs": 20}}})
     env = tool_env()
     for name in ("PREFECT_HOME", "PREFECT_API_URL"):
         env.pop(name, None)

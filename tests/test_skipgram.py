@@ -1,8 +1,13 @@
-"""Skip-gram (seed 001): vectorized pairs, subsampling, training on real and planted corpora, vector files."""
+"""Skip-gram: vectorized pairs, subsampling, training on real and planted corpora, vector files.
+
+The model and its SGD settings follow Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine
+Intelligence* (Bleeding Edge Press, 2016), chapter 6.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +20,6 @@ from flows.cli import main as cli
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
 from pipeline.errors import DataError
-from pipeline.pairs import PassPlan, clip_ids, keep_probabilities, noise_distribution, reference_pairs, stream_counts
 from pipeline.params import (
     SkipgramParams,
     TextParams,
@@ -24,16 +28,18 @@ from pipeline.params import (
     WindowsParams,
     WordTokenizeParams,
 )
+from pipeline.paths import TextDataset
+from pipeline.skipgram.pairs import PassPlan, clip_ids, keep_probabilities, noise_distribution, stream_counts
 from pipeline.sources import text, wikipedia
-from pipeline.taskdata import build_text_dataset
-from pipeline.taskpaths import TextDataset
+from pipeline.textdata import build_text_dataset
 from pipeline.vectors import align_text_vectors, load_embeddings, save_embeddings, write_word2vec
 from pipeline.vocab import EOS, UNK, Vocab
+from tests.support import reference_pairs
 from tests.tasksupport import one_thread  # noqa: F401 (autouse fixture)
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Test-sized model; the data path, pairs, loss and optimizer are the real ones.
-SMALL = dict(emb_dim=32, negatives=16, batch_size=256, device="cpu", epochs=3, epoch_size=100)
+SMALL = {"emb_dim": 32, "negatives": 16, "batch_size": 256, "device": "cpu", "epochs": 3, "epoch_size": 100}
 
 # --- pairs ------------------------------------------------------------------------------------
 
@@ -110,8 +116,11 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TextDataset, list
     lines = []
     for _ in range(1500):
         g = groups[rng.integers(12)]
-        lines.append(" ".join(g[rng.integers(5)] if rng.random() < 0.8 else ("the", "and", "of")[rng.integers(3)]
-                              for _ in range(30)))  # fmt: skip
+        lines.append(
+            " ".join(
+                g[rng.integers(5)] if rng.random() < 0.8 else ("the", "and", "of")[rng.integers(3)] for _ in range(30)
+            )
+        )
     root = tmp_path_factory.mktemp("planted")
     (root / "corpus.txt").write_text("\n".join(lines) + "\n")
     where = TextDataset(root / "data")
@@ -124,14 +133,21 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TextDataset, list
 def _trainer(where: TextDataset, out: Path, **over: object) -> Trainer:
     p = SkipgramParams(**{**SMALL, **over})
     vocab = Vocab.load(where.vocab)
-    return Trainer(lambda d: SkipgramTask(p, where.windows, vocab, d, vocab_path=str(where.vocab)), p, out, "test",
-                   log=lambda _: None)  # fmt: skip
+    return Trainer(
+        lambda d: SkipgramTask(p, where.windows, vocab, d, vocab_path=str(where.vocab)),
+        p,
+        out,
+        "test",
+        log=lambda _: None,
+    )
 
 
 @pytest.mark.parametrize("loss", ["negative_sampling", "nce"])
 def test_planted_neighbours_are_found(planted: tuple[TextDataset, list[list[str]]], tmp_path: Path, loss: str) -> None:
     where, groups = planted
-    t = _trainer(where, tmp_path, loss=loss, max_context=5, lr=2.0, momentum=0.5)  # seed 001's SGD with momentum
+    t = _trainer(
+        where, tmp_path, loss=loss, max_context=5, lr=2.0, momentum=0.5
+    )  # SGD with momentum, as Abrahams et al. 2016, ch. 6
     history = t.fit()
     assert history[-1]["valid_loss"] < history[0]["valid_loss"]
     vocab = Vocab.load(where.vocab)
@@ -158,13 +174,22 @@ def test_batches_are_a_pure_function_of_the_step(planted: tuple[TextDataset, lis
 def test_loss_falls_on_the_real_wikipedia_fragment(shared_data: Path, tmp_path: Path) -> None:
     where = TextDataset(tmp_path / "data")
     src = WikipediaParams(url=str(shared_data / "wikipedia-xml" / ENWIKI), holdout=0.05, cache_dir=str(tmp_path))
-    build_text_dataset(wikipedia.read(src), where, "word", WordTokenizeParams(), VocabLevelParams(max_size=5000),
-                       WindowsParams(modes=("stream",)), "enwiki fragment")  # fmt: skip
-    t = _trainer(where, tmp_path / "ckpt", batch_size=500, negatives=64)  # seed 001's lr 0.5, momentum 0.5
+    build_text_dataset(
+        wikipedia.read(src),
+        where,
+        "word",
+        WordTokenizeParams(),
+        VocabLevelParams(max_size=5000),
+        WindowsParams(modes=("stream",)),
+        "enwiki fragment",
+    )
+    t = _trainer(
+        where, tmp_path / "ckpt", batch_size=500, negatives=64
+    )  # lr 0.5, momentum 0.5 (Abrahams et al. 2016, ch. 6)
     before = t.task.validate()["loss"]
     history = t.fit()
     losses = [before] + [h["valid_loss"] for h in history]
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses  # falls every epoch
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses  # falls every epoch
     assert losses[-1] < 0.5 * losses[0]
     assert history[-1]["train_loss"] < before
 
@@ -188,11 +213,14 @@ def test_embeddings_npy_is_tied_to_its_vocabulary(tmp_path: Path) -> None:
     matrix = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     save_embeddings(tmp_path / "embeddings.npy", matrix, vocab, "data/vocab/word.json")
     assert np.array_equal(load_embeddings(tmp_path / "embeddings.npy", vocab), matrix)
-    with pytest.raises(DataError, match=r"rows are the ids of vocabulary data/vocab/word\.json \(6 tokens.*not of "
-                       r"data/imdb/vocab\.json \(6 tokens.*word2vec text export"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"rows are the ids of vocabulary data/vocab/word\.json \(6 tokens.*not of "
+        r"data/imdb/vocab\.json \(6 tokens.*word2vec text export",
+    ):
         load_embeddings(tmp_path / "embeddings.npy", other, "data/imdb/vocab.json")
     (tmp_path / "embeddings.json").unlink()
-    with pytest.raises(DataError, match="embeddings.json: not found"):
+    with pytest.raises(DataError, match=r"embeddings\.json: not found"):
         load_embeddings(tmp_path / "embeddings.npy", vocab)
 
 

@@ -156,9 +156,7 @@ def test_read_builds_the_document_table(server, atom, tmp_path):
     params = _params(server, tmp_path, page_size=100, max_results=100, holdout=0.1, seed=1)
     table = pa.concat_tables(arxiv.read(params))
     assert table.num_rows == 100
-    assert table.column_names == [
-        "split", "text", "source_id", "title", "categories", "primary_category", "published"
-    ]  # fmt: skip
+    assert table.column_names == ["split", "text", "source_id", "title", "categories", "primary_category", "published"]
     assert table["text"][0].as_py().startswith("Deep Learning (DL) has revolutionized")
     assert table["categories"][0].as_py() == ["cs.SE", "cs.LG"]
     splits = table["split"].to_pylist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import itertools
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.params import WikipediaParams
+from pipeline.sources import dumpfiles, wikimarkup
 from pipeline.sources import wikipedia as wiki
 from tests.httpserver import HTTPTestServer
 
@@ -44,7 +46,7 @@ def dumps(shared_data: Path) -> Path:
 
 def _articles(path: Path, **kw) -> tuple[list[wiki.Article], wiki.Stats]:
     stats = wiki.Stats()
-    with wiki.open_dump(path) as stream:
+    with dumpfiles.open_dump(path) as stream:
         articles = list(wiki.iter_articles(stream, source=str(path), stats=stats, **kw))
     return articles, stats
 
@@ -65,10 +67,10 @@ def test_exact_counts_per_real_dump(dumps, name):
 
 @pytest.mark.parametrize("decoder", ["bzip2", "thread", "inline"])
 def test_every_decoder_gives_the_same_articles(dumps, enwiki, decoder):
-    if decoder == "bzip2" and wiki.shutil.which("bzip2") is None:
+    if decoder == "bzip2" and shutil.which("bzip2") is None:
         pytest.skip("no bzip2 program here")
     stats = wiki.Stats()
-    with wiki.open_dump(dumps / ENWIKI, decoder=decoder) as stream:
+    with dumpfiles.open_dump(dumps / ENWIKI, decoder=decoder) as stream:
         assert list(wiki.iter_articles(stream, source="x", stats=stats)) == enwiki
 
 
@@ -133,51 +135,13 @@ def test_min_chars_drops_short_pages(dumps):
     assert all(len(a.text) >= 10_000 for a in articles)
 
 
-# --- markup -------------------------------------------------------------------------------
-
-STRIP_CASES = [
-    ("nested templates", "a {{outer|x={{inner|{{deep}}}}|y}} b", "a b"),
-    ("template param refs", "a {{t|{{{1|default}}}}} b", "a b"),
-    ("table with a template", "before\n{| class=x\n|-\n| {{flag|UK}} || 1\n|}\nafter", "before\nafter"),
-    ("nested tables", "x\n{|\n| a\n{|\n| inner\n|}\n|}\ny", "x\ny"),
-    ("indented table", "x\n:{|\n| a\n|}\ny", "x\ny"),
-    ("infobox ending in |}}", "{{Infobox\n| name = A\n|}}\nText.", "Text."),
-    ("unclosed template is literal", "a {{ b c", "a b c"),
-    ("stray closer", "a }} b", "a b"),
-    ("refs", 'Fact.<ref name="a">{{cite|x}} [http://e.org]</ref> More.<ref name="a" /> End', "Fact. More. End"),
-    ("comments", "a <!-- hidden\nlines --> b <!-- unclosed", "a b"),
-    ("other tags keep text", "<div style='x'>kept</div> <small>too</small> a<br/>b", "kept too a b"),
-    ("math and gallery", "x <math>\\frac{1}{2}</math> y <gallery>\nA.jpg|c\n</gallery> z", "x y z"),
-    ("links", "[[Plain]], [[target|label]], [[dog]]s, [[a (b)|]]", "Plain, label, dogs, a"),
-    ("file with nested links", "x [[File:A.jpg|thumb|A [[b|B]] in 1927 [above], [[c]]]] y", "x y"),
-    ("category and image", "x [[Category:Foo|key]] [[Image:b.png]] [[ category : Bar ]] y", "x y"),
-    ("visible category link", "see [[:Category:Foo|the category]]", "see the category"),
-    ("interlanguage", "x\n[[de:Anarchismus]]\n[[simple:Anarchism]]", "x"),
-    ("interwiki with text", "a [[wikt:word|word]] b", "a word b"),
-    ("external links", "[http://a.org Site A] and [https://b.org] and //c [//d.org D]", "Site A and and //c D"),
-    ("bold italic", "'''bold''' ''it'' '''''both''''' l'amour", "bold it both l'amour"),
-    ("headings", "== History ==\ntext\n=== Early ===", "History\ntext\nEarly"),
-    ("lists", "* one\n** two\n# three\n: indent\n; term", "one\ntwo\nthree\nindent\nterm"),
-    ("rule and magic", "a\n----\n__NOTOC__b", "a\nb"),
-    ("entities", "a&nbsp;b &ndash; c &amp; d", "a b – c & d"),
-    ("empty parens", "born ({{birth date|1900}}) in X", "born in X"),
-    ("inline lang", "the Greek {{lang|grc|ἀναρχία}} and {{nowrap|1 May}}", "the Greek ἀναρχία and 1 May"),
-]
-
-
-@pytest.mark.parametrize("wikitext,expected", [c[1:] for c in STRIP_CASES], ids=[c[0] for c in STRIP_CASES])
-def test_strip_markup(wikitext, expected):
-    assert wiki.strip_markup(wikitext) == expected
-
-
-def test_thousands_of_unclosed_templates_do_not_recurse():
-    assert wiki.strip_markup("x {{ " * 5000 + "end") == "x " * 4999 + "x end"
+# --- localized link prefixes -----------------------------------------------------------
 
 
 def test_localized_file_prefix_from_siteinfo():
     drop = wiki.drop_prefixes_from([("6", "Файл"), ("14", "Категория"), ("0", ""), ("4", "Уикипедия")])
     assert "файл" in drop and "категория" in drop and "уикипедия" not in drop
-    assert wiki.strip_markup("а [[Файл:X.jpg|thumb|[[b]]]] б [[Категория:Y]]", drop) == "а б"
+    assert wikimarkup.strip_markup("а [[Файл:X.jpg|thumb|[[b]]]] б [[Категория:Y]]", drop) == "а б"
 
 
 # --- security, errors, memory ------------------------------------------------------------
@@ -217,14 +181,14 @@ def test_malformed_xml_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("decoder", ["bzip2", "thread", "inline"])
 def test_truncated_bz2_is_a_clear_error(dumps, tmp_path, decoder):
-    if decoder == "bzip2" and wiki.shutil.which("bzip2") is None:
+    if decoder == "bzip2" and shutil.which("bzip2") is None:
         pytest.skip("no bzip2 program here")
     data = (dumps / ENWIKI).read_bytes()
     path = tmp_path / "cut.xml.bz2"
     path.write_bytes(data[: len(data) // 2])
     with (
         pytest.raises(DataError, match=r"cut\.xml\.bz2: .*(damaged|well-formed)"),
-        wiki.open_dump(path, decoder=decoder) as stream,
+        dumpfiles.open_dump(path, decoder=decoder) as stream,
     ):
         list(wiki.iter_articles(stream, source=str(path)))
 
@@ -299,7 +263,7 @@ def _multistream(src: Path, dest: Path, per_stream: int = 25) -> tuple[Path, Pat
 
 def test_multistream_ranges_and_pure_range_parsing(dumps, enwiki, tmp_path):
     dump, index, offsets = _multistream(dumps / ENWIKI, tmp_path)
-    ranges = list(wiki.stream_ranges(index, dump))
+    ranges = list(dumpfiles.stream_ranges(index, dump))
     assert [r[0] for r in ranges] == offsets
     assert ranges[-1][1] == dump.stat().st_size
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
@@ -321,10 +285,10 @@ def test_multistream_index_errors(dumps, tmp_path):
     bad = tmp_path / "bad-index.txt"
     bad.write_text("600:12:Anarchism\nnot an index line\n")
     with pytest.raises(DataError, match=r"bad-index\.txt:2: expected offset:page_id:title"):
-        list(wiki.stream_ranges(bad, dump))
+        list(dumpfiles.stream_ranges(bad, dump))
     bad.write_text(f"{dump.stat().st_size + 5}:12:Anarchism\n")
     with pytest.raises(DataError, match="does not belong to this dump"):
-        list(wiki.stream_ranges(bad, dump))
+        list(dumpfiles.stream_ranges(bad, dump))
     with pytest.raises(DataError, match="not a bz2 stream"):
         wiki.pages_in_range(dump, 1, 500)
 

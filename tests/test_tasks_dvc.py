@@ -43,16 +43,25 @@ def test_tasks_pipeline_is_separate_runs_from_the_root_and_is_checked(tmp_path: 
 def test_repro_skipgram_then_every_task(tmp_path: Path, shared_data: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     letters = letter_data(tmp_path / "letter.data", words=300)
-    write(repo / "params.yaml", {
-        **SMALL_CORPUS,
-        "skipgram": {"emb_dim": 16, "negatives": 8, "batch_size": 200, "epochs": 1, "epoch_size": 30,
-                     "neighbors": ["cat", "ran"]},
-        **IMDB_DATA,
-        "sentiment": {"cell": "lstm", "emb_dim": 16, "hidden": 16, "optimizer": "adam", "epochs": 2},
-        "lmclass": {"train": {"emb_dim": 8, "hidden": 16, "batch_size": 16, "epochs": 1, "epoch_size": 20}},
-        "ocr_data": {"source": {"url": str(letters), "cache_dir": str(tmp_path / "cache")}},
-        "ocr": {"hidden": 16, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "epochs": 3},
-    })  # fmt: skip
+    write(
+        repo / "params.yaml",
+        {
+            **SMALL_CORPUS,
+            "skipgram": {
+                "emb_dim": 16,
+                "negatives": 8,
+                "batch_size": 200,
+                "epochs": 1,
+                "epoch_size": 30,
+                "neighbors": ["cat", "ran"],
+            },
+            **IMDB_DATA,
+            "sentiment": {"cell": "lstm", "emb_dim": 16, "hidden": 16, "optimizer": "adam", "epochs": 2},
+            "lmclass": {"train": {"emb_dim": 8, "hidden": 16, "batch_size": 16, "epochs": 1, "epoch_size": 20}},
+            "ocr_data": {"source": {"url": str(letters), "cache_dir": str(tmp_path / "cache")}},
+            "ocr": {"hidden": 16, "batch_size": 16, "optimizer": "adam", "lr": 0.01, "epochs": 3},
+        },
+    )
     with prefect_server(tmp_path / "prefect") as api:  # one server: no temporary server per flow process
         env = server_env(repo / ".prefect", api)
 
@@ -74,7 +83,9 @@ def test_repro_skipgram_then_every_task(tmp_path: Path, shared_data: Path) -> No
         sentiment = read_json(repo / "artifacts/sentiment/metrics.json")
         assert sentiment["test"]["examples"] == 500 and np.sum(sentiment["test"]["confusion"]) == 500
         lm = read_json(repo / "artifacts/lmclass/metrics.json")
-        assert lm["test"]["sentiment_accuracy"] == sentiment["test"]["accuracy"]  # beside item 2's, same split
+        assert (
+            lm["test"]["sentiment_accuracy"] == sentiment["test"]["accuracy"]
+        )  # the sentiment classifier's, same test split
         assert lm["test"]["examples"] == 500 and set(lm["valid_perplexity"]) == {"neg", "pos"}
         assert (repo / "artifacts/lmclass/checkpoints/pos/last.pt").is_file()
         ocr = read_json(repo / "artifacts/ocr/metrics.json")

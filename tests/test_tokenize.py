@@ -16,25 +16,31 @@ from pipeline.shards import ShardWriter
 from pipeline.tokenize import WordTokenizer, char_tokens, tokenize_table
 from pipeline.vocab import TOKENS_REQUIRED
 
-SEED_001 = WordTokenizeParams().pattern
+WORD_PATTERN = WordTokenizeParams().pattern  # the default word pattern
 
 
 def reference(pattern: str, lines: list[str], lowercase: bool = True) -> list[list[str]]:
-    """Seed 001's loop: findall on each line, then lowercase each token."""
+    """The loop of Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence* (Bleeding Edge
+    Press, 2016), chapter 6: findall on each line, then lowercase each token."""
     rx = re.compile(pattern)
     return [[t.lower() if lowercase else t for t in rx.findall(line)] for line in lines]
 
 
 def real_lines(shared_data: Path) -> list[str]:
-    files = ["wikitext-2/valid.txt", "wikitext-2/test.txt", "nlptutorial-wiki-en/wiki-en-train.txt",
-             "gensim-lee-corpus/lee_background.cor", "gensim-lee-corpus/lee.cor"]  # fmt: skip
+    files = [
+        "wikitext-2/valid.txt",
+        "wikitext-2/test.txt",
+        "nlptutorial-wiki-en/wiki-en-train.txt",
+        "gensim-lee-corpus/lee_background.cor",
+        "gensim-lee-corpus/lee.cor",
+    ]
     out: list[str] = []
     for f in files:
         out += (shared_data / f).read_bytes().decode("utf-8", errors="replace").split("\n")
     return out
 
 
-@pytest.mark.parametrize("pattern", [SEED_001, r"[A-Za-z]+|[-!?.:;,()]", r"[a-z0-9']+|[.]", r"[A-Za-z]+"])
+@pytest.mark.parametrize("pattern", [WORD_PATTERN, r"[A-Za-z]+|[-!?.:;,()]", r"[a-z0-9']+|[.]", r"[A-Za-z]+"])
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_fast_path_equals_findall_on_real_text(shared_data: Path, pattern: str, lowercase: bool) -> None:
     lines = real_lines(shared_data)
@@ -48,8 +54,8 @@ def test_fast_path_equals_findall_on_real_text(shared_data: Path, pattern: str, 
 def test_fast_path_on_sliced_and_awkward_input() -> None:
     lines = ["", "ÉCOLE naïve café—Straße!", None, "a", "ab,cd", "(x)", "   ", "İstanbul K"]
     arr = pa.array(["junk"] + lines)[1:]  # a slice: non-zero offset into the buffers
-    tok = WordTokenizer(SEED_001)
-    assert tok(arr).to_pylist() == reference(SEED_001, [s or "" for s in lines])
+    tok = WordTokenizer(WORD_PATTERN)
+    assert tok(arr).to_pylist() == reference(WORD_PATTERN, [s or "" for s in lines])
 
 
 @pytest.mark.parametrize("pattern", [r"\w+|[^\w\s]", r"[^\W\d_]+", r"[a-z]+(?:'[a-z]+)?"])
@@ -68,7 +74,9 @@ def test_char_tokens_are_code_points() -> None:
 
 def _docs(folder: Path, n: int, label: bool = False) -> Path:
     folder.mkdir(parents=True)
-    fields = [("doc_id", pa.int64()), ("split", pa.string()), ("text", pa.string())] + ([("label", pa.string())] if label else [])
+    fields = [("doc_id", pa.int64()), ("split", pa.string()), ("text", pa.string())] + (
+        [("label", pa.string())] if label else []
+    )
     with ShardWriter(folder, pa.schema(fields), rows_per_shard=70) as w:
         cols = {
             "doc_id": list(range(n)),
@@ -83,7 +91,7 @@ def _docs(folder: Path, n: int, label: bool = False) -> Path:
 
 def test_stage_writes_bounded_shards_and_keeps_labels(tmp_path: Path) -> None:
     docs = _docs(tmp_path / "docs", 250, label=True)
-    rows = tokenize_table(docs, tmp_path / "tokens", WordTokenizer(SEED_001), shard_rows=100)
+    rows = tokenize_table(docs, tmp_path / "tokens", WordTokenizer(WORD_PATTERN), shard_rows=100)
     files = sorted((tmp_path / "tokens").glob("*.parquet"))
     assert rows == 250 and [pq.read_metadata(f).num_rows for f in files] == [100, 100, 50]
     t = pq.read_table(tmp_path / "tokens")
@@ -98,7 +106,7 @@ def test_stage_writes_bounded_shards_and_keeps_labels(tmp_path: Path) -> None:
 def test_output_bytes_do_not_depend_on_threads(tmp_path: Path) -> None:
     docs = _docs(tmp_path / "docs", 3000)
     for workers in (1, 2):
-        tokenize_table(docs, tmp_path / f"t{workers}", WordTokenizer(SEED_001), shard_rows=1000, workers=workers)
+        tokenize_table(docs, tmp_path / f"t{workers}", WordTokenizer(WORD_PATTERN), shard_rows=1000, workers=workers)
     a = [sha256_file(f) for f in sorted((tmp_path / "t1").glob("*"))]
     b = [sha256_file(f) for f in sorted((tmp_path / "t2").glob("*"))]
     assert a == b and len(a) == 3
@@ -107,12 +115,14 @@ def test_output_bytes_do_not_depend_on_threads(tmp_path: Path) -> None:
 def test_wrong_schema_names_file_and_column(tmp_path: Path) -> None:
     bad = tmp_path / "docs"
     bad.mkdir()
-    pq.write_table(pa.table({"doc_id": pa.array([1], pa.int32()), "split": ["train"], "body": ["x"]}), bad / "part-00000.parquet")
+    pq.write_table(
+        pa.table({"doc_id": pa.array([1], pa.int32()), "split": ["train"], "body": ["x"]}), bad / "part-00000.parquet"
+    )
     with pytest.raises(DataError) as e:
-        tokenize_table(bad, tmp_path / "tokens", WordTokenizer(SEED_001), shard_rows=10)
+        tokenize_table(bad, tmp_path / "tokens", WordTokenizer(WORD_PATTERN), shard_rows=10)
     msg = str(e.value)
     assert "part-00000.parquet: not a valid document table" in msg
     assert "column 'doc_id' has type int32, expected int64" in msg and "missing column 'text'" in msg
     assert not (tmp_path / "tokens").exists()
     with pytest.raises(DataError, match="document table not found; run the stage"):
-        tokenize_table(tmp_path / "nowhere", tmp_path / "tokens", WordTokenizer(SEED_001), shard_rows=10)
+        tokenize_table(tmp_path / "nowhere", tmp_path / "tokens", WordTokenizer(WORD_PATTERN), shard_rows=10)

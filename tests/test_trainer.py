@@ -17,9 +17,12 @@ from models.trainer import Trainer, TrainingDiverged, clip_gradients
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
-RUN = {"fingerprint": "test", "tokenizer": {"level": "word", "pattern": "[a-z]+|[.]", "lowercase": True},
-       "vocab_path": "data/vocab/word.json"}  # fmt: skip
-SMALL = dict(emb_dim=8, hidden=16, layers=1, batch_size=8, bptt=10, epochs=2, epoch_size=6, lr=0.01)
+RUN = {
+    "fingerprint": "test",
+    "tokenizer": {"level": "word", "pattern": "[a-z]+|[.]", "lowercase": True},
+    "vocab_path": "data/vocab/word.json",
+}
+SMALL = {"emb_dim": 8, "hidden": 16, "layers": 1, "batch_size": 8, "bptt": 10, "epochs": 2, "epoch_size": 6, "lr": 0.01}
 
 
 def make(root: Path, out: Path, level: str = "word", run: dict[str, Any] = RUN, **over: Any) -> Trainer:
@@ -61,8 +64,15 @@ def test_clipping_bounds_the_global_norm_or_each_value() -> None:
     assert max(p.grad.abs().max() for p in params) <= 0.1
 
 
-@pytest.mark.parametrize(("optimizer", "mode", "level"), [("adam", "stream", "word"), ("rmsprop", "window", "char"),
-                         ("adadelta", "padded", "word"), ("sgd", "stream", "char")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("optimizer", "mode", "level"),
+    [
+        ("adam", "stream", "word"),
+        ("rmsprop", "window", "char"),
+        ("adadelta", "padded", "word"),
+        ("sgd", "stream", "char"),
+    ],
+)
 def test_each_optimizer_and_mode_trains(lm_data: Path, tmp_path: Path, optimizer: str, mode: str, level: str) -> None:
     lr = {"adadelta": 1.0, "sgd": 1.0}.get(optimizer, 0.01)
     t = make(lm_data, tmp_path, level, optimizer=optimizer, mode=mode, lr=lr, momentum=0.9 * (optimizer == "sgd"))
@@ -116,8 +126,11 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(lm_da
         return (output[0] * float("nan"), output[1]) if calls["n"] == 8 and module.training else output
 
     t.model.rnn.register_forward_hook(poison)  # the recurrent layer's outputs (T, B, H), and its state
-    with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 8 \(epoch 2\); the last good checkpoint "
-                       r"is kept at .*last\.pt\. Lower train\.lr"):  # fmt: skip
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"the loss became nan at step 8 \(epoch 2\); the last good checkpoint "
+        r"is kept at .*last\.pt\. Lower train\.lr",
+    ):
         t.fit()
     kept = ckpt.load(tmp_path)
     assert kept["progress"]["step"] == 6  # the end of epoch 1 (6 steps); step 8 never ran
@@ -130,7 +143,7 @@ def test_device_auto_is_cpu_here_and_cuda_without_a_gpu_is_a_clear_error() -> No
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ParamsError, match="train.word.device is 'cuda' but torch sees no CUDA device"):
+        with pytest.raises(ParamsError, match=r"train\.word\.device is 'cuda' but torch sees no CUDA device"):
             resolve_device("cuda", "train.word.device")
 
 

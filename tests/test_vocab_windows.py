@@ -92,10 +92,19 @@ def test_windows_layout(tmp_path: Path) -> None:
     assert padded.tolist()[2] == [*enc(["a", "e", "x"]), EOS] and lengths.tolist() == [4, 4, 4]
     assert np.load(train / "doc_ids.npy").tolist() == [0, 1, 4]
     assert meta["labels"] == ["neg", "pos"] and np.load(train / "labels.npy").tolist() == [0, 1, 1]
-    assert meta["splits"]["train"] == {"docs": 3, "stream_tokens": 15, "windows": 4, "padded_rows": 3, "truncated_rows": 2}
+    assert meta["splits"]["train"] == {
+        "docs": 3,
+        "stream_tokens": 15,
+        "windows": 4,
+        "padded_rows": 3,
+        "truncated_rows": 2,
+    }
     assert meta["vocab_sha256"] == vocab.sha256
-    assert set(meta["files"]) == {f"{s}/{n}.npy" for s in ("train", "valid", "test")
-                                  for n in ("stream", "windows", "padded", "lengths", "doc_ids", "labels")}  # fmt: skip
+    assert set(meta["files"]) == {
+        f"{s}/{n}.npy"
+        for s in ("train", "valid", "test")
+        for n in ("stream", "windows", "padded", "lengths", "doc_ids", "labels")
+    }
     assert read_json(tmp_path / "w" / "meta.json") == meta
     # OOV tokens map to <unk>; padding is 0.
     valid = np.load(tmp_path / "w" / "valid" / "padded.npy")

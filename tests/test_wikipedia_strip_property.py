@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sources import wikipedia as wiki
+from pipeline.sources import wikimarkup
 from tests.hostile_wikitext import KINDS
 
 # The delimiters of every construct the stripper removes, closed, unclosed and stray, with prose
@@ -19,11 +19,43 @@ from tests.hostile_wikitext import KINDS
 # passes for empty parentheses, HTML entities and magic words run last, and an entity such as
 # &#91; is text even when it spells a bracket).
 TOKENS = [
-    "{{", "}}", "{{{", "}}}", "{|", "|}", "\n{|", "\n|}", "\n|-", "[[", "]]",
-    "<ref>", "</ref>", "<ref name=a>", "<ref/>", "<REF>", "<math>", "</math>", "<!--", "-->",
-    "''", "'''", "'", "[[File:", "[[Category:", "[//e.org ", "[http://e.org x]", "|", "=", ":", "*",
-    "\n", " ", "a", "word", "two words",
-]  # fmt: skip
+    "{{",
+    "}}",
+    "{{{",
+    "}}}",
+    "{|",
+    "|}",
+    "\n{|",
+    "\n|}",
+    "\n|-",
+    "[[",
+    "]]",
+    "<ref>",
+    "</ref>",
+    "<ref name=a>",
+    "<ref/>",
+    "<REF>",
+    "<math>",
+    "</math>",
+    "<!--",
+    "-->",
+    "''",
+    "'''",
+    "'",
+    "[[File:",
+    "[[Category:",
+    "[//e.org ",
+    "[http://e.org x]",
+    "|",
+    "=",
+    ":",
+    "*",
+    "\n",
+    " ",
+    "a",
+    "word",
+    "two words",
+]
 wikitext = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
 LEFT = ("{{", "[[", "<ref", "{|")
 PROPERTY = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -32,7 +64,7 @@ PROPERTY = settings(max_examples=2000, deadline=None, suppress_health_check=[Hea
 @PROPERTY
 @given(wikitext)
 def test_stripper_ends_leaves_no_markup_and_never_grows(text: str) -> None:
-    out = wiki.strip_markup(text)
+    out = wikimarkup.strip_markup(text)
     for token in LEFT:
         assert token not in out, (token, text, out)
     assert len(out) <= len(text)
@@ -40,8 +72,8 @@ def test_stripper_ends_leaves_no_markup_and_never_grows(text: str) -> None:
 
 # --- each linear pass against the regex it replaces (the regexes are the old code, kept as oracles) ---
 
-_OLD_PAIRED = re.compile(rf"<({wiki._DROP_TAGS})\b[^>]*(?<!/)>[^<]*(?:<(?!/\1\s*>)[^<]*)*</\1\s*>", re.IGNORECASE)
-_OLD_EXTERNAL = re.compile(rf"\[(?:{wiki._URL_SCHEMES})[^\s\]]*[ \t]*([^\]\n]*)\]", re.IGNORECASE)
+_OLD_PAIRED = re.compile(rf"<({wikimarkup._DROP_TAGS})\b[^>]*(?<!/)>[^<]*(?:<(?!/\1\s*>)[^<]*)*</\1\s*>", re.IGNORECASE)
+_OLD_EXTERNAL = re.compile(rf"\[(?:{wikimarkup._URL_SCHEMES})[^\s\]]*[ \t]*([^\]\n]*)\]", re.IGNORECASE)
 _OLD_PIPE_TRICK = re.compile(r"\s*\(.*\)$")
 
 
@@ -50,22 +82,41 @@ def _mix(*tokens: str, size: int = 25) -> st.SearchStrategy[str]:
 
 
 @PROPERTY
-@given(_mix("<ref>", "</ref>", "<ref name=a>", "<ref/>", "<ref", "</REF >", "<Math>", "</math>", "<refx>",
-            "<references/>", ">", "/", "<", "a", " ", "\n", "</ref"))  # fmt: skip
+@given(
+    _mix(
+        "<ref>",
+        "</ref>",
+        "<ref name=a>",
+        "<ref/>",
+        "<ref",
+        "</REF >",
+        "<Math>",
+        "</math>",
+        "<refx>",
+        "<references/>",
+        ">",
+        "/",
+        "<",
+        "a",
+        " ",
+        "\n",
+        "</ref",
+    )
+)
 def test_drop_paired_is_the_regex(text: str) -> None:
-    assert wiki._drop_paired(text) == _OLD_PAIRED.sub("", text)
+    assert wikimarkup._drop_paired(text) == _OLD_PAIRED.sub("", text)
 
 
 @PROPERTY
 @given(_mix("[", "]", "//", "http://", "HTTPS://", "mailto:", "e.org", " ", "\t", "\n", "\r", "a", "[//", "x]"))
 def test_external_links_are_the_regex(text: str) -> None:
-    assert wiki._external_links(text) == _OLD_EXTERNAL.sub(r"\1", text)
+    assert wikimarkup._external_links(text) == _OLD_EXTERNAL.sub(r"\1", text)
 
 
 @PROPERTY
 @given(_mix("(", ")", " ", "\n", "\t", "a", "b c", "\u00a0"))
 def test_pipe_trick_is_the_regex(name: str) -> None:
-    assert wiki._pipe_trick(name) == _OLD_PIPE_TRICK.sub("", name)
+    assert wikimarkup._pipe_trick(name) == _OLD_PIPE_TRICK.sub("", name)
 
 
 @PROPERTY
@@ -73,7 +124,7 @@ def test_pipe_trick_is_the_regex(name: str) -> None:
     _mix("{{", "}}", "{{{", "}}}", "{{{{{", "}}}}}}}", "{", "}", "{|", "|}", "\n{|", "\n|}", "|", "\n", " ", ":", "a")
 )
 def test_strip_nested_is_the_plain_stack(text: str) -> None:
-    assert wiki._strip_nested(text) == _reference_strip_nested(text)
+    assert wikimarkup._strip_nested(text) == _reference_strip_nested(text)
 
 
 @PROPERTY
@@ -86,18 +137,18 @@ def test_cutting_long_bracket_runs_changes_nothing(text: str) -> None:
     """The link passes' shortcut (_BRACKET_RUN) against the same passes without it."""
     never = re.compile(r"(?!)")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wiki, "_BRACKET_RUN", never)
-        uncut = wiki.strip_markup(text)
-    assert wiki.strip_markup(text) == uncut
+        mp.setattr(wikimarkup, "_BRACKET_RUN", never)
+        uncut = wikimarkup.strip_markup(text)
+    assert wikimarkup.strip_markup(text) == uncut
 
 
 def _reference_strip_nested(text: str) -> str:
-    """The stack scanner before run-length encoding (issue 11), one stack entry per construct."""
+    """The stack scanner as it was before run-length encoding, one stack entry per construct."""
     if "{" not in text and "}" not in text:
         return text
     # split() with a capturing group alternates text and delimiters (odd indices).
     # Walking that list is ~2x faster than finditer's match objects.
-    parts = wiki._BRACES.split(text)
+    parts = wikimarkup._BRACES.split(text)
     out = [parts[0]]
     stack: list[tuple[str, int]] = []  # (kind, len(out) when it opened)
     open_kinds: dict[str, int] = {"t": 0, "param": 0, "table": 0}
@@ -123,9 +174,9 @@ def _reference_strip_nested(text: str) -> str:
                     n -= 2
                 depth -= 1
             after = "}" * n + after
-        elif tok == "{|" and wiki._at_line_start(parts, k, " \t:"):
+        elif tok == "{|" and wikimarkup._at_line_start(parts, k, " \t:"):
             moves = ["table"]
-        elif tok == "|" and after[:1] == "}" and wiki._at_line_start(parts, k, " \t"):
+        elif tok == "|" and after[:1] == "}" and wikimarkup._at_line_start(parts, k, " \t"):
             moves, after = ["/table"], after[1:]  # "|}", not "|}}": split left its "}" in the next piece
         else:  # "{|" or "|" that is not a table delimiter
             if tok == "|":  # plain text; a stray "{|" is dropped like an unclosed "{{": no markup is left
@@ -155,7 +206,7 @@ def _seconds(text: str, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
         start = time.process_time()  # CPU time: less sensitive than wall time to other load on the machine
-        wiki.strip_markup(text)
+        wikimarkup.strip_markup(text)
         best = min(best, time.process_time() - start)
     return best
 
@@ -169,7 +220,7 @@ def test_ten_times_the_page_takes_under_thirty_times_as_long(kind: str) -> None:
     """
     small, large = KINDS[kind](20_000), KINDS[kind](200_000)
     grown = len(large) / len(small)  # 10, or 5 for the 10,000-deep kinds (one block is 40 KB)
-    wiki.strip_markup(small)  # warm up: regex compilation and caches are not the page's cost
+    wikimarkup.strip_markup(small)  # warm up: regex compilation and caches are not the page's cost
     t_small, t_large = _seconds(small), _seconds(large)
     floor = 1e-3  # below a millisecond, timer resolution dominates: compare against 1 ms instead
     ratio = t_large / max(t_small, floor)

@@ -18,8 +18,9 @@ _ID = re.compile(rb"<id>(\d+)</id>")
 _TITLE = re.compile(rb"<title>(.*?)</title>")
 
 
-def build_multistream(src: Path, dest: Path, per_stream: int = 10, copies: int = 1,
-                      name: str = "enwiki-multistream") -> tuple[Path, Path, int]:  # fmt: skip
+def build_multistream(
+    src: Path, dest: Path, per_stream: int = 10, copies: int = 1, name: str = "enwiki-multistream"
+) -> tuple[Path, Path, int]:
     """Write ``dest/<name>.xml.bz2`` and ``dest/<name>-index.txt.bz2`` from the pages of ``src``.
 
     ``copies`` > 1 repeats the pages with page ids shifted by 10**7 per copy (a larger

@@ -1,4 +1,4 @@
-"""arXiv API abstracts (seed 001): one document per paper, its abstract as the text.
+"""arXiv API abstracts: one document per paper, its abstract as the text.
 
     corpus:
       source: arxiv
@@ -37,6 +37,10 @@ versioned arXiv id, ``title``, ``categories`` (list), ``primary_category`` and
 ``published`` as metadata. Duplicates across pages (results shift while paging)
 are dropped by versionless id. ``holdout`` each goes to valid and test, by a hash
 of (seed, versionless id).
+
+arXiv abstracts as a language-modelling corpus, and the default query, follow
+Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence*
+(Bleeding Edge Press, 2016), chapter 6.
 """
 
 from __future__ import annotations
@@ -187,8 +191,9 @@ def parse_feed(body: bytes, url: str) -> Page:
 class _Client:
     """Fetches pages with a polite gap between requests, and keeps every accepted page on disk."""
 
-    def __init__(self, params: ArxivParams, query: str, session: requests.Session | None,
-                 sleep: Callable[[float], None]) -> None:  # fmt: skip
+    def __init__(
+        self, params: ArxivParams, query: str, session: requests.Session | None, sleep: Callable[[float], None]
+    ) -> None:
         self.params = params
         self.query = query
         self.session = session or requests.Session()
@@ -236,9 +241,15 @@ class _Client:
             if wait > 0:
                 self.sleep(wait)
         try:
-            r = request(self.params.url, params=self._query(start), retries=self.params.retries,
-                        timeout=self.params.timeout, backoff=self.params.delay, session=self.session,
-                        sleep=self.sleep)  # fmt: skip
+            r = request(
+                self.params.url,
+                params=self._query(start),
+                retries=self.params.retries,
+                timeout=self.params.timeout,
+                backoff=self.params.delay,
+                session=self.session,
+                sleep=self.sleep,
+            )
         finally:
             self._last = time.monotonic()
             self.requests += 1
@@ -249,8 +260,9 @@ class _Client:
         return parse_feed(r.content, r.url), r.content
 
 
-def iter_papers(params: ArxivParams, *, session: requests.Session | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[Paper]:  # fmt: skip
+def iter_papers(
+    params: ArxivParams, *, session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[Paper]:
     """Every paper of the query, in result order, without duplicates (cached pages first)."""
     client = _Client(params, build_query(params.categories, params.keywords), session, sleep)
     seen: set[str] = set()
@@ -291,8 +303,7 @@ def _fetch_page(client: _Client, start: int, total: int | None) -> Page:
                 "rerun later to resume"
             )
         print(
-            f"arxiv: page at start={start} has {len(page.papers)} of {want} entries after {tries} tries; "
-            "keeping it",
+            f"arxiv: page at start={start} has {len(page.papers)} of {want} entries after {tries} tries; keeping it",
             file=sys.stderr,
         )
     client.keep(start, body)

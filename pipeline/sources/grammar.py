@@ -1,4 +1,4 @@
-"""Seed 003's probabilistic "nonsense" grammar: the default corpus, with a known entropy.
+"""A probabilistic "nonsense" grammar: the default corpus, with a known entropy.
 
 A document is a run of clauses, each of the shape::
 
@@ -18,6 +18,9 @@ Rendering and tokenizing are inverse: the word tokenizer configured with
 ``TOKEN_PATTERN`` gives back exactly the tokens that ``render`` was given, and
 the characters of the text are the character-level tokens. So the oracle is
 exact at both levels.
+
+The grammar and its lexicon come from the nonsense-language LSTM tutorial
+notebook of the ``theano_lstm`` package.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ END = "."
 
 @dataclass(frozen=True)
 class Grammar:
-    """The grammar's lexicon and probabilities. ``DEFAULT`` is seed 003's."""
+    """The grammar's lexicon and probabilities. ``DEFAULT`` is the ``theano_lstm`` tutorial's."""
 
     stop: dict[str, float]  # weights, normalised here
     nouns: tuple[str, ...]  # uniform
@@ -208,10 +211,12 @@ def _close(alpha: dict[int, float], eps: list[tuple[int, int, float]]) -> dict[i
     return out
 
 
+# A data table, kept as written: the formatter would put each noun on its own line.
+NOUNS = ("cat", "broom", "boat", "dog", "car", "wrangler", "mexico", "lantern", "book", "paper", "joke",
+         "calendar", "ship", "event")  # fmt: skip
 DEFAULT = Grammar(
     stop={"the": 10, "from": 5, "a": 9, "they": 3, "he": 3, "it": 2.5, "she": 2.7, "in": 4.5},
-    nouns=("cat", "broom", "boat", "dog", "car", "wrangler", "mexico", "lantern", "book", "paper", "joke",
-           "calendar", "ship", "event"),  # fmt: skip
+    nouns=NOUNS,
     verbs=("ran", "stole", "carried", "could", "would", "do", "can", "carry", "catapult", "jump", "duck"),
     adverbs=("rapidly", "calmly", "cooly", "in jest", "fantastically", "angrily", "dazily"),
     punct={".": 0.49, ",": 0.5, ";": 0.03, "?": 0.05, "!": 0.05},

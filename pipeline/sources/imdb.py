@@ -1,4 +1,4 @@
-"""IMDB movie reviews (Maas et al. 2011; seed 001): sentiment-labelled documents.
+"""IMDB movie reviews (Maas et al. 2011): sentiment-labelled documents.
 
     corpus:
       source: imdb
@@ -34,6 +34,10 @@ IMDB has no validation split: ``holdout`` of the train reviews move to valid,
 chosen by a hash of (seed, id, label), so the folder and the archive give the
 same split whatever their order. Rows come in archive order (a tar's order is
 fixed), or sorted by split, label and id for a folder.
+
+Classifying these reviews by sentiment with a recurrent network follows Abrahams,
+Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence* (Bleeding
+Edge Press, 2016), chapter 6.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from typing import IO
 import numpy as np
 import pyarrow as pa
 
-from pipeline.download import damaged_fix, fetch, is_remote, local_path
+from pipeline.download import damaged_fix, fetch_source, is_remote, local_path
 from pipeline.errors import DataError, shown
 from pipeline.params import ImdbParams
 from pipeline.sources.text import holdout_draw
@@ -254,10 +258,7 @@ def reviews(params: ImdbParams, key: str = "corpus.imdb") -> Iterator[Review]:
         folder = local_path(params.url)
         source = iter_folder(folder, _Limits(max_bytes, key, damaged_fix(params.url, folder, f"{key}.url")))
     else:
-        archive = fetch(
-            params.url, params.cache_dir, sha256=params.sha256, size=params.size, retries=params.retries,
-            timeout=params.timeout,
-        )
+        archive = fetch_source(params)
         source = iter_archive(archive, _Limits(max_bytes, key, damaged_fix(params.url, archive, f"{key}.url")))
     for review in source:
         if review.label != "unsup" or params.unsup:

@@ -1,4 +1,4 @@
-"""Taskar's OCR letters (``letter.data``, seed 001): handwritten words as image sequences.
+"""Taskar's OCR letters (``letter.data``): handwritten words as image sequences.
 
     corpus:
       source: ocr
@@ -51,6 +51,10 @@ mask         fixed_size_list<bool, L>      true at the word's real positions
 
 To get arrays: ``np.asarray(t["pixels"].combine_chunks().values).reshape(-1, L, 16, 8)``,
 ``np.asarray(t["mask"].combine_chunks().values).reshape(-1, L)``.
+
+The dataset and its sequence-labelling task are those of Abrahams, Hafner,
+Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence* (Bleeding Edge
+Press, 2016), chapter 6.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.download import damaged_fix, fetch
+from pipeline.download import damaged_fix, fetch_source
 from pipeline.errors import DataError, ParamsError, shown
 from pipeline.params import OcrParams
 
@@ -299,10 +303,7 @@ def read(params: OcrParams, key: str = "corpus.ocr") -> Iterator[pa.Table]:
     overlap = set(params.valid_folds) & set(params.test_folds)
     if overlap:
         raise ParamsError(f"{key}: folds {sorted(overlap)} are in both valid_folds and test_folds")
-    path = fetch(
-        params.url, params.cache_dir, sha256=params.sha256, size=params.size, retries=params.retries,
-        timeout=params.timeout,
-    )
+    path = fetch_source(params)
     fix = damaged_fix(params.url, path, f"{key}.url")
     letters = parse(_lines(path, int(params.max_line_mb * 1e6), key, fix), str(path), fix)
     words = chain(letters, str(path), fix)

@@ -35,12 +35,13 @@ def files_of(path: Path, glob: str) -> list[Path]:
     raise DataError(f"{path}: no such file or directory; set corpus.text paths to your corpus")
 
 
-def _decode(data: bytes, path: Path, offset: int, errors: str) -> str:
+def decode_utf8(data: bytes, path: Path, offset: int, errors: str) -> str:
+    """``data`` as UTF-8; invalid bytes are a DataError naming ``path`` and the byte offset (``errors="strict"``)."""
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{path}: invalid UTF-8 at byte offset {offset + e.start} ({data[e.start:e.start + 4]!r}); "
+            f"{path}: invalid UTF-8 at byte offset {offset + e.start} ({data[e.start : e.start + 4]!r}); "
             "fix the file, or set corpus.text.errors: replace"
         ) from None
 
@@ -66,7 +67,7 @@ def iter_lines(path: Path, errors: str = "strict") -> Iterator[tuple[int, str]]:
                 data = b"".join(tail)
                 tail = []
             if data:
-                for line in _decode(data, path, offset, errors).split("\n"):
+                for line in decode_utf8(data, path, offset, errors).split("\n"):
                     lineno += 1
                     line = line.rstrip("\r")
                     if line.strip():
@@ -81,7 +82,7 @@ def iter_documents(path: Path, params: TextParams) -> Iterator[tuple[str, str]]:
     """(source id, text) for every document under ``path``."""
     for file in files_of(path, params.glob):
         if params.unit == "file":
-            text = _decode(file.read_bytes(), file, 0, params.errors)
+            text = decode_utf8(file.read_bytes(), file, 0, params.errors)
             if text.strip():
                 yield str(file), text
         else:
@@ -111,7 +112,8 @@ def holdout_splits(
     return split
 
 
-def _table(split: np.ndarray | list[str], ids: list[str], texts: list[str]) -> pa.Table:
+def text_table(split: np.ndarray | list[str], ids: list[str], texts: list[str]) -> pa.Table:
+    """One batch of this source's documents: split, text and source_id columns."""
     return pa.table(
         {
             "split": pa.array(split, pa.string()),
@@ -141,9 +143,9 @@ def read(params: TextParams, batch: int = 10_000) -> Iterator[pa.Table]:
     for ids, texts in _batches(iter_documents(Path(params.train), params), batch):
         split = holdout_splits(params.seed, np.arange(seen, seen + len(texts)), params.holdout, carve)
         seen += len(texts)
-        yield _table(split, ids, texts)
+        yield text_table(split, ids, texts)
     for name in ("valid", "test"):
         path = getattr(params, name)
         if path is not None:
             for ids, texts in _batches(iter_documents(Path(path), params), batch):
-                yield _table([name] * len(texts), ids, texts)
+                yield text_table([name] * len(texts), ids, texts)

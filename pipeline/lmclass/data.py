@@ -1,6 +1,6 @@
 """Stage ``lmclass_data`` (tasks/dvc.yaml): one windows dataset per IMDB class, for the class language models.
 
-    python -m pipeline.lmclass_data         # reads lmclass.windows
+    python -m pipeline.lmclass.data         # reads lmclass.windows
 
 Filters ``data/imdb/tokens`` by label and cuts each class's reviews with
 ``windows.build`` and the shared ``data/imdb/vocab.json`` into
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from pipeline import stage
 from pipeline.params import load_params
-from pipeline.taskdata import class_windows
-from pipeline.taskpaths import IMDB_DATA
+from pipeline.paths import IMDB_DATA
+from pipeline.textdata import class_windows
 from pipeline.vocab import Vocab
 
 
@@ -23,9 +23,9 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("lmclass.windows",),
         deps=(
-            "pipeline/lmclass_data.py",
-            "pipeline/taskdata.py",
-            "pipeline/taskpaths.py",
+            "pipeline/lmclass/__init__.py",
+            "pipeline/lmclass/data.py",
+            "pipeline/textdata.py",
             "pipeline/corpus.py",
             "pipeline/docs.py",
             "pipeline/io.py",

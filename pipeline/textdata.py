@@ -1,4 +1,4 @@
-"""Task datasets built from the spine's own stage functions, under the task's own paths.
+"""Labelled text datasets for the classifiers, built from the spine's own stage functions under their own paths.
 
     stats = build_text_dataset(imdb.read(cfg.source), TextDataset(Path("data/imdb")), "word",
                                cfg.tokenize, cfg.vocab, cfg.windows, "IMDB")
@@ -29,10 +29,10 @@ from pipeline.corpus import split_metrics, write_documents
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir
 from pipeline.params import SPLITS, VocabLevelParams, WindowsParams, WordTokenizeParams
+from pipeline.paths import TextDataset
 from pipeline.shards import ShardWriter, iter_batches, schema_of
-from pipeline.taskpaths import TextDataset
 from pipeline.tokenize import tokenize_table, tokenizer_for
-from pipeline.vocab import TOKENS_REQUIRED, TOKENS_WHAT, Vocab, build_vocab, count_tokens, oov_metrics
+from pipeline.vocab import TOKEN_SHARDS, TOKENS_REQUIRED, Vocab, build_vocab, count_tokens, oov_metrics
 
 
 def build_text_dataset(
@@ -61,10 +61,10 @@ def build_text_dataset(
 
 def label_counts(tokens_dir: Path) -> dict[str, dict[str, int]] | None:
     """Documents per split and label (None when the documents have no labels)."""
-    if "label" not in schema_of(tokens_dir, TOKENS_WHAT).names:
+    if "label" not in schema_of(tokens_dir, TOKEN_SHARDS).names:
         return None
     out: dict[str, dict[str, int]] = {}
-    for batch in iter_batches(tokens_dir, ["split", "label"], required=TOKENS_REQUIRED, what=TOKENS_WHAT):
+    for batch in iter_batches(tokens_dir, ["split", "label"], required=TOKENS_REQUIRED, kind=TOKEN_SHARDS):
         table = pa.Table.from_batches([batch]).group_by(["split", "label"]).aggregate([("split", "count")])
         for split, label, n in zip(*(table[c].to_pylist() for c in ("split", "label", "split_count"))):
             per = out.setdefault(split, {})
@@ -100,13 +100,13 @@ def class_windows(
     on its own windows, and every class model scores the same test ids.
     """
     labels = check_classes(label_counts(tokens_dir), tokens_dir)
-    schema = schema_of(tokens_dir, TOKENS_WHAT)
+    schema = schema_of(tokens_dir, TOKEN_SHARDS)
     out: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         for label in labels:
             shards = tmp / f".tokens-{label}"
             with atomic_dir(shards) as part, ShardWriter(part, schema, 50_000) as writer:
-                for batch in iter_batches(tokens_dir, schema.names, required=TOKENS_REQUIRED, what=TOKENS_WHAT):
+                for batch in iter_batches(tokens_dir, schema.names, required=TOKENS_REQUIRED, kind=TOKEN_SHARDS):
                     writer.write(batch.filter(pc.equal(batch.column("label"), label)))
             meta = windows.build(level, cfg, shards, vocab, tmp / label)
             out[label] = windows.stats(meta)

@@ -1,4 +1,4 @@
-"""Skip-gram training pairs from an id stream, vectorized (seed 001's window rule; word2vec's subsampling).
+"""Skip-gram training pairs from an id stream, vectorized (random window sizes; word2vec's subsampling).
 
     plan = PassPlan.build(stream, keep, max_context=10, rng=np.random.default_rng([seed, pass_]))
     centers, contexts = plan.span(k * 1000, (k + 1) * 1000)               # batch k of the pass
@@ -13,8 +13,10 @@ One pass over a ``stream.npy`` (``<eos> d0 … <eos> d1 … <eos>``, pipeline/wi
    with probability ``min(1, (sqrt(f_w / t) + 1) · t / f_w)``, f_w its share of
    the training tokens. Dropped words are removed before windows are drawn, which
    widens the effective window as in word2vec.
-3. Every kept word draws its window size b uniformly from 1..max_context (seed
-   001), and pairs with each word at most b positions away, in its document::
+3. Every kept word draws its window size b uniformly from 1..max_context (as in
+   Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence*,
+   Bleeding Edge Press, 2016, chapter 6), and pairs with each word at most b
+   positions away, in its document::
 
        tokens   a  b  c  d  e      b(c) = 2: (c, a) (c, b) (c, d) (c, e)
        windows  1  1  2  1  1      b(a) = 1: (a, b)
@@ -63,7 +65,7 @@ def noise_distribution(counts: np.ndarray, power: float = 0.75, exclude: tuple[i
 
 
 def clip_ids(stream: np.ndarray, vocab_size: int) -> np.ndarray:
-    """The stream as int64 with ids ≥ ``vocab_size`` mapped to <unk> (seed 001's rare-word rule)."""
+    """The stream as int64 with ids ≥ ``vocab_size`` mapped to <unk>: rarer words count as unknown."""
     ids = np.asarray(stream, np.int64)
     return np.where(ids < vocab_size, ids, UNK)
 
@@ -92,8 +94,9 @@ class PassPlan:
     ends: np.ndarray
 
     @classmethod
-    def build(cls, ids: np.ndarray, keep: np.ndarray, max_context: int, rng: np.random.Generator,
-              shuffle: bool = True) -> PassPlan:  # fmt: skip
+    def build(
+        cls, ids: np.ndarray, keep: np.ndarray, max_context: int, rng: np.random.Generator, shuffle: bool = True
+    ) -> PassPlan:
         """Subsample ``ids`` (a clipped stream, <eos> separated), draw windows, order the centers.
 
         Args:
@@ -170,13 +173,3 @@ class PassPlan:
         """Every pair of the pass, in pass order (memory: O(pairs))."""
         c, j = self._expand(self.order)
         return self.tokens[c], self.tokens[j]
-
-
-def reference_pairs(tokens: list[int], lo: list[int], hi: list[int]) -> list[tuple[int, int]]:
-    """Plain Python over the same windows, center by center in stream order: the bench's and tests' reference."""
-    out = []
-    for c in range(len(tokens)):
-        for j in range(lo[c], hi[c]):
-            if j != c:
-                out.append((tokens[c], tokens[j]))
-    return out

@@ -1,8 +1,8 @@
 """Stage ``imdb_data`` (tasks/dvc.yaml): IMDB reviews → tokens → vocabulary → padded rows with labels.
 
-    python -m pipeline.imdb_data           # reads imdb_data.{source,tokenize,vocab,windows}
+    python -m pipeline.sentiment.data      # reads imdb_data.{source,tokenize,vocab,windows}
 
-The spine's stage functions with their own params and paths (pipeline/taskdata.py):
+The spine's stage functions with their own params and paths (pipeline/textdata.py):
 ``data/imdb/docs``, ``data/imdb/tokens``, ``data/imdb/vocab.json``,
 ``data/imdb/windows`` (``padded.npy``, ``lengths.npy``, ``labels.npy`` per split;
 label names in ``meta.json``) and ``data/imdb/metrics.json``. Every class must
@@ -16,18 +16,18 @@ from collections.abc import Sequence
 from pipeline import stage
 from pipeline.io import write_json
 from pipeline.params import load_params
+from pipeline.paths import IMDB_DATA
 from pipeline.sources import imdb
-from pipeline.taskdata import build_text_dataset, check_classes
-from pipeline.taskpaths import IMDB_DATA
+from pipeline.textdata import build_text_dataset, check_classes
 
 
 def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("imdb_data",),
         deps=(
-            "pipeline/imdb_data.py",
-            "pipeline/taskdata.py",
-            "pipeline/taskpaths.py",
+            "pipeline/sentiment/__init__.py",
+            "pipeline/sentiment/data.py",
+            "pipeline/textdata.py",
             "pipeline/corpus.py",
             "pipeline/docs.py",
             "pipeline/download.py",
@@ -42,8 +42,9 @@ def spec() -> stage.StageSpec:
             "pipeline/vocab.py",
             "pipeline/windows.py",
         ),
-        outs=tuple(str(p) for p in (IMDB_DATA.docs, IMDB_DATA.tokens, IMDB_DATA.vocab, IMDB_DATA.windows,
-                                    IMDB_DATA.metrics)),
+        outs=tuple(
+            str(p) for p in (IMDB_DATA.docs, IMDB_DATA.tokens, IMDB_DATA.vocab, IMDB_DATA.windows, IMDB_DATA.metrics)
+        ),
     )
 
 

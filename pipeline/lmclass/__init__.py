@@ -1,0 +1,1 @@
+"""LM-based classification's data: the ``lmclass_data`` stage (one windows dataset per class)."""
