@@ -14,8 +14,28 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
 from flows.server import local_server
 from tests.support import tool_env
+
+
+def api_session() -> requests.Session:
+    """HTTP to a Prefect server on a busy machine. A server whose database is locked answers 503
+    (429 and 502 likewise pass): retried with backoff for about two minutes, as Prefect's own
+    client does, before the answer counts. Every method is retried: the calls tests make
+    (filters, creating a limit by tag, pausing a deployment) can be repeated safely."""
+    retry = Retry(total=8, backoff_factor=0.5, status_forcelist=(429, 502, 503), allowed_methods=None)
+    retry.raise_on_status = False  # the last answer is returned, for the caller to check
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+# One session for every test's calls to a Prefect API.
+PREFECT_HTTP = api_session()
 
 
 def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:

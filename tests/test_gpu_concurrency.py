@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from flows import common, train
+from tests.prefect_server import PREFECT_HTTP
 from tests.support import VENV_BIN, tool_env
 
 # A flow whose one task holds the `gpu` tag: the smallest stand-in for a training. Both processes
@@ -75,12 +75,12 @@ def test_the_training_task_carries_the_gpu_tag() -> None:
 @pytest.fixture
 def gpu_limit(prefect_api: str) -> Iterator[None]:
     """``prefect concurrency-limit create gpu 1``, through the API; removed afterwards."""
-    r = requests.post(f"{prefect_api}/concurrency_limits/", json={"tag": "gpu", "concurrency_limit": 1}, timeout=10)
+    r = PREFECT_HTTP.post(f"{prefect_api}/concurrency_limits/", json={"tag": "gpu", "concurrency_limit": 1}, timeout=10)
     r.raise_for_status()
     try:
         yield
     finally:
-        requests.delete(f"{prefect_api}/concurrency_limits/tag/gpu", timeout=10)
+        PREFECT_HTTP.delete(f"{prefect_api}/concurrency_limits/tag/gpu", timeout=10)
 
 
 def run_pair(cmds: list[list[str]], cwds: list[Path], env: dict[str, str]) -> None:
@@ -109,7 +109,7 @@ def task_intervals(api: str, name: str, since: datetime.datetime, expect: int = 
 
     deadline = time.monotonic() + 300
     while True:
-        runs = requests.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
+        runs = PREFECT_HTTP.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
         mine = [r for r in runs if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]+", r["name"])]  # not "fit-ngram-..."
         done = sorted((t(r["start_time"]), t(r["end_time"])) for r in mine if r["end_time"])
         if len(done) >= expect or time.monotonic() > deadline:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from flows.server import local_server, port_taken
 from pipeline.io import read_json
 from tests.conftest import LM_PARAMS
+from tests.prefect_server import PREFECT_HTTP
 from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 
 DATA_STAGES = {"corpus", *(f"{s}@{lvl}" for s in ("tokenize", "vocab", "windows") for lvl in ("word", "char"))}
@@ -58,9 +58,9 @@ def test_the_runs_persist_for_a_later_server(built: Built, tmp_path: Path) -> No
     """What `make server` then shows: every flow run of every stage, from the project's .prefect/."""
     env = {**built.env, "PREFECT_HOME": str(built.repo / ".prefect")}
     with local_server(log=tmp_path / "server.log", env=env) as api:
-        runs = requests.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
-        flows = {f["id"]: f["name"] for f in requests.post(f"{api}/flows/filter", json={}, timeout=30).json()}
-        ui = requests.get(f"{api.removesuffix('/api')}/ui-settings", timeout=30).json()
+        runs = PREFECT_HTTP.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
+        flows = {f["id"]: f["name"] for f in PREFECT_HTTP.post(f"{api}/flows/filter", json={}, timeout=30).json()}
+        ui = PREFECT_HTTP.get(f"{api.removesuffix('/api')}/ui-settings", timeout=30).json()
     names = sorted(flows[r["flow_id"]] for r in runs)
     # Per level: the lm flow and its four subflows; then skipgram.
     assert names == sorted(["lm", "train", "ngram", "evaluate", "sample"] * 2 + ["skipgram"]), names

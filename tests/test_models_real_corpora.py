@@ -12,31 +12,10 @@ from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 from tests.support import run_data_stages, write_params
 
+SHORT = {"hidden": 64, "layers": 1, "lr": 0.01, "epochs": 1, "epoch_size": 40, "device": "cpu"}
 TRAIN = {
-    "word": TrainParams(
-        cell="lstm",
-        emb_dim=32,
-        hidden=64,
-        layers=1,
-        batch_size=16,
-        bptt=35,
-        lr=0.01,
-        epochs=1,
-        epoch_size=40,
-        device="cpu",
-    ),
-    "char": TrainParams(
-        cell="gru",
-        emb_dim=16,
-        hidden=64,
-        layers=1,
-        batch_size=32,
-        bptt=64,
-        lr=0.01,
-        epochs=1,
-        epoch_size=40,
-        device="cpu",
-    ),
+    "word": TrainParams(cell="lstm", emb_dim=32, batch_size=16, bptt=35, **SHORT),
+    "char": TrainParams(cell="gru", emb_dim=16, batch_size=32, bptt=64, **SHORT),
 }
 
 

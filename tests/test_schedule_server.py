@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from flows.registry import read_promoted
 from flows.server import stop as stop_group
 from pipeline.io import sha256_file
 from tests.conftest import LM_PARAMS
+from tests.prefect_server import PREFECT_HTTP
 from tests.support import VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 DEPLOYMENT = "every-few-seconds"
@@ -58,7 +58,7 @@ class Scenario:
 
 
 def post(api: str, path: str, body: dict[str, Any]) -> Any:
-    r = requests.post(f"{api}{path}", json=body, timeout=10)
+    r = PREFECT_HTTP.post(f"{api}{path}", json=body, timeout=10)
     r.raise_for_status()
     return r.json()
 
@@ -108,13 +108,9 @@ def scenario(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             start_new_session=True,
         )
     try:
+        url = f"{prefect_api}/deployments/name/retrain/{DEPLOYMENT}"
         dep = wait_for(
-            "the deployment",
-            lambda: (
-                (r := requests.get(f"{prefect_api}/deployments/name/retrain/{DEPLOYMENT}", timeout=10)).ok and r.json()
-            ),
-            UI_TIMEOUT,
-            log,
+            "the deployment", lambda: (r := PREFECT_HTTP.get(url, timeout=10)).ok and r.json(), UI_TIMEOUT, log
         )
 
         def started(n: int) -> list[dict[str, Any]] | None:
@@ -125,7 +121,7 @@ def scenario(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         wait_for("a second scheduled run to start", lambda: started(2), RUN_TIMEOUT, log)
         # No third run: pausing deletes the runs that came due meanwhile (they would wait their turn).
-        requests.post(f"{prefect_api}/deployments/{dep['id']}/pause_deployment", timeout=10).raise_for_status()
+        PREFECT_HTTP.post(f"{prefect_api}/deployments/{dep['id']}/pause_deployment", timeout=10).raise_for_status()
         runs = wait_for(
             "two completed runs",
             lambda: r if len(r := [x for x in started(2) or [] if x["state"]["type"] == "COMPLETED"]) >= 2 else None,
