@@ -19,6 +19,7 @@ fingerprint is ignored. The language models also key Prefect's cache of ``fit`` 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import sys
@@ -82,7 +83,8 @@ def module_file(name: str) -> str:
     return f"{base}/__init__.py" if (ROOT / base).is_dir() else f"{base}.py"
 
 
-def _load_time_imports(name: str) -> set[str]:
+@functools.cache  # each flow module's CODE walks the shared modules again at import: parse each once
+def _load_time_imports(name: str) -> frozenset[str]:
     """The project modules that importing ``name`` imports itself: its module-level ``import`` and
     ``from ... import`` statements (inside ``if``/``try`` too), not those in functions (lazy) or
     under ``if TYPE_CHECKING`` (annotations only), which a run never loads with it."""
@@ -104,7 +106,7 @@ def _load_time_imports(name: str) -> set[str]:
                     visit(part)
 
     visit(ast.parse((ROOT / module_file(name)).read_text(encoding="utf-8")).body)
-    return {m for m in out if m.split(".")[0] in ("flows", "models") and m not in ("flows", "models")}
+    return frozenset(m for m in out if m.split(".")[0] in ("flows", "models") and m not in ("flows", "models"))
 
 
 def model_code(flow_module: str, *extra: str) -> tuple[str, ...]:
