@@ -112,3 +112,44 @@ chromium:
 	  echo "note: chromium is missing and this is not root with apt-get: the UI screenshot test will skip" \
 	       "(install Debian's package: apt-get install chromium)"; \
 	fi
+
+# --- a team's server on PostgreSQL, a remote over SSH (docs/teams.md) -----------------------------
+
+.PHONY: postgres sshd bench-server
+
+# Debian's PostgreSQL server programs (initdb, postgres), when missing. tests/test_postgres_server.py
+# and bench/server_load.py start a throwaway cluster of their own with them (initdb in a temp folder,
+# a free port); a team's Prefect server keeps its runs in one (docs/teams.md). Without them, and
+# without root and apt to install them, the PostgreSQL tests skip and say so.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's postgresql (the server programs; under a minute)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q postgresql >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; } \
+	  || { echo "error: could not install Debian's postgresql (apt-get install postgresql)" >&2; exit 1; }; \
+	else \
+	  echo "note: PostgreSQL's server is missing and this is not root with apt-get: the PostgreSQL tests" \
+	       "will skip (install Debian's package: apt-get install postgresql)"; \
+	fi
+
+# Debian's OpenSSH server, when missing: tests/test_ssh_remote.py starts its own sshd on a free
+# port of 127.0.0.1, with a key it makes, as a DVC remote's far end. Nothing here starts the service.
+sshd:
+	@if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's openssh-server (sshd, for the SSH remote test)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q openssh-server >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null 2>&1; } \
+	  || { echo "error: could not install Debian's openssh-server (apt-get install openssh-server)" >&2; exit 1; }; \
+	else \
+	  echo "note: sshd is missing and this is not root with apt-get: the SSH remote test will skip" \
+	       "(install Debian's package: apt-get install openssh-server)"; \
+	fi
+
+# Load on the Prefect server, SQLite against PostgreSQL, N = 4, 8, 16 concurrent flow runs while the
+# UI's API is polled (25 minutes on 2 cores that others kept busy; `python -m bench.server_load --quick`: 7).
+bench-server: $(VENV)/.installed postgres
+	$(BIN)/python -m bench.server_load

@@ -102,7 +102,7 @@ def trainer(p: TrainParams, level: str, work: Path, ckpt: str) -> Trainer:
     v = Vocab.load(work / "data" / "vocab" / f"{level}.json")
     p = p.model_copy(update={"device": "cpu"})
     run = {"fingerprint": f"bench-{ckpt}", "vocab_path": "-"}
-    return lm_trainer(p, work / "data" / "windows" / level, work / ckpt, v, run, log=lambda _: None)
+    return lm_trainer(p, work / "data" / "windows" / level, work / ckpt, v, run)
 
 
 def describe(p: TrainParams) -> str:

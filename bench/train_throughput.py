@@ -166,7 +166,7 @@ def trainer_on(ids: np.ndarray, vocab_tokens: list[str], root: Path) -> Trainer:
     vocab = Vocab("word", tuple(vocab_tokens), (0,) * len(vocab_tokens))
     write_windows(root, {"train": ids, "valid": ids}, vocab)
     run = {"fingerprint": "bench", "vocab_path": "-"}
-    return lm_trainer(examples_params(), root, root / "ckpt", vocab, run, log=lambda _: None)
+    return lm_trainer(examples_params(), root, root / "ckpt", vocab, run)
 
 
 def timed(step, steps: int) -> float:
@@ -254,7 +254,7 @@ def rnnlab_run(
     p = examples_params(epochs=epochs, plateau_factor=0.25, logits_mb=logits_mb)
     t0 = time.perf_counter()
     run = {"fingerprint": "rss", "vocab_path": "-"}
-    history = lm_trainer(p, workdir, workdir / "ckpt", vocab, run, log=lambda _: None).fit()
+    history = lm_trainer(p, workdir, workdir / "ckpt", vocab, run).fit()
     trainer_model = build_and_load(workdir / "ckpt")
     meta = {"params": {"length": BPTT, "stride": None}}
     test = score_split(trainer_model, "stream", workdir, meta, "test", 64, torch.device("cpu"), logits_mb)

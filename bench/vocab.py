@@ -76,7 +76,7 @@ def zipf_child(spec: dict[str, Any]) -> dict[str, Any]:
         del ids
         p = examples_params(output=spec["output"])
         run = {"fingerprint": "vocab", "vocab_path": "-"}
-        trainer = lm_trainer(p, root, root / "ckpt", vocab, run, log=lambda _: None)
+        trainer = lm_trainer(p, root, root / "ckpt", vocab, run)
         trainer.model.train()
         for _ in range(2):  # warm-up: allocator, first-call overheads
             trainer.train_step()
@@ -103,7 +103,7 @@ def wikitext_child(spec: dict[str, Any]) -> dict[str, Any]:
         p = examples_params(output=spec["output"], epochs=spec["epochs"], plateau_factor=0.25)
         t0 = time.perf_counter()
         run = {"fingerprint": "wikitext", "vocab_path": "-"}
-        trainer = lm_trainer(p, root, root / "ckpt", vocab, run, log=lambda _: None)
+        trainer = lm_trainer(p, root, root / "ckpt", vocab, run)
         history = trainer.fit()
     out = {"valid_ppl": [h["valid_perplexity"] for h in history], "seconds": time.perf_counter() - t0}
     return {**out, "vocab": len(vocab), "cutoffs": list(trainer.task.cfg.cutoffs), "peak_rss_mb": peak_rss_mb()}

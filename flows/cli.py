@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recurrent sequence models: data stages under DVC, training under Prefect.",
         epilog="Run the whole pipeline with `rnnlab repro` (make run); see README.md.",
     )
+    volume = p.add_mutually_exclusive_group()
+    volume.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no progress)")
+    volume.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     rp = sub.add_parser(
@@ -229,6 +234,9 @@ def _server(port: int) -> int:
 
     server.check_port(port)
     print(f"Prefect UI: http://{server.HOST}:{port}  (API {server.api_url(port)}); Ctrl-C stops it", flush=True)
+    # Default Ctrl-C and SIGTERM for the server, even under a parent that ignored them (`make server &`).
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
     os.execve(server.command(port)[0], server.command(port), server.server_env(port))
     return 0  # not reached
 
@@ -247,15 +255,37 @@ def _passthrough(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[int 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The exit code: 0, 2 for a user error (also one that a stage under DVC refused), 130 or 143
+    when SIGINT or SIGTERM stopped the command, else the code of what failed (DVC's)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C in a command that runs no stages: no traceback for it
+        return 128 + signal.SIGINT
+
+
+def _volume(argv: list[str]) -> list[str]:
+    """Take the leading -q/-v off ``argv``: they set RNNLAB_LOG_LEVEL, for this process and every stage
+    it starts (pipeline/log.py). The rest goes to the command untouched."""
+    from pipeline import log
+
+    levels = {"-q": "WARNING", "--quiet": "WARNING", "-v": "DEBUG", "--verbose": "DEBUG"}
+    while argv[:1] and argv[0] in levels:
+        os.environ[log.LEVEL_ENV] = levels[argv.pop(0)]
+    log.setup()
+    return argv
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _volume(list(sys.argv[1:] if argv is None else argv))
+    again = shlex.join(["rnnlab", *argv])  # what resumes an interrupted run
     if argv[:1] in (["repro"], ["dvc"]):
         from flows import repro
 
         port, dvc_args = _passthrough(parser, argv)
         if not dvc_args:
             parser.error("rnnlab dvc: name a dvc command, e.g. `rnnlab dvc exp run -S train.word.lr=0.01`")
-        return repro.main(dvc_args, port)
+        return repro.main(dvc_args, port, again)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -263,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "recipe":
         from flows import recipes
 
-        return recipes.main(args)
+        return recipes.main(args, again)
     if args.command == "server":
         try:
             return _server(args.port)

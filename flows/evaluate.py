@@ -6,8 +6,8 @@ next-token error rate and, when ``data/corpus/oracle.json`` is available, ``orac
 model_ppl / oracle_ppl``. Every target of a split is scored exactly once, so the
 token count equals the oracle's (padded mode: minus the tokens max_length cut off).
 The n-gram baseline's scores (flows/ngram.py), when given, join each split as
-``ngram_perplexity``, and the ``<level>-metrics`` artifact shows the oracle, the n-gram and
-the model side by side.
+``ngram_perplexity``. Two table artifacts: ``<level>-metrics`` (a row per split) and
+``<level>-perplexity`` (the oracle, the n-gram and the model side by side).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import checkpoints, evaluation, markdown_table
 from models import checkpoint as ckpt
 from models.device import resolve_device
 from models.evaluate import bits_key, score_split, split_metrics
@@ -26,6 +25,7 @@ from models.rnn import RNNLanguageModel
 from pipeline import paths
 from pipeline.io import read_json, write_json
 from pipeline.params import EvaluateParams, Level
+from pipeline.paths import checkpoints, evaluation
 
 
 def oracle_splits(level: Level) -> dict[str, Any]:
@@ -43,24 +43,32 @@ def score_columns(level: Level, rows: list[dict[str, Any]], *extra: str) -> list
     return columns
 
 
-def side_by_side(result: dict[str, dict[str, Any]]) -> str:
-    """Perplexity per split of the oracle (grammar corpus), the n-gram baseline and the model."""
+# The models compared on each split, and their perplexity's key in a split's result.
+PERPLEXITIES = (("oracle", "oracle_perplexity"), ("n-gram", "ngram_perplexity"), ("RNN", "perplexity"))
+
+
+def side_by_side(result: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Perplexity per split (a column each) of the oracle (grammar corpus), the n-gram baseline and the model."""
     splits = list(result)
-    rows = [
+    return [
         {"model": name, **{s: result[s][key] for s in splits if key in result[s]}}
-        for name, key in (("oracle", "oracle_perplexity"), ("n-gram", "ngram_perplexity"), ("RNN", "perplexity"))
+        for name, key in PERPLEXITIES
         if any(key in result[s] for s in splits)
     ]
-    return "## Perplexity side by side\n\n" + markdown_table(rows, ["model", *splits])
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
+    """``rows`` as a table artifact's rows: ``columns`` in order, missing cells empty (None)."""
+    return [{c: r.get(c) for c in columns} for r in rows]
 
 
 @task(name="load-model", cache_policy=NO_CACHE)
-def load_model(level: Level) -> tuple[RNNLanguageModel, dict[str, Any]]:
-    """The trained model (vocabulary checked) and its training params."""
+def load_model(level: Level) -> tuple[RNNLanguageModel, dict[str, Any], int]:
+    """The trained model's best validation epoch (vocabulary checked), its training params, and that epoch."""
     model, _, saved = ckpt.load_model(checkpoints(level), resolve_device("auto"))
-    if not (progress := saved["progress"])["done"]:
+    if "progress" in saved and not (progress := saved["progress"])["done"]:  # last.pt: no best.pt was kept
         get_run_logger().warning(f"{checkpoints(level)}: training stopped at step {progress['step']}, unfinished")
-    return model, saved["train"]
+    return model, saved["train"], ckpt.weights_epoch(saved)
 
 
 @task(name="evaluate-split", cache_policy=NO_CACHE, task_run_name="{split}")
@@ -74,9 +82,9 @@ def evaluate_split(
 ) -> dict[str, Any]:
     meta = read_json(paths.windows(level) / "meta.json")
     device = next(model.parameters()).device
-    m = split_metrics(
-        score_split(model, train["mode"], paths.windows(level), meta, split, batch_size, device), level, oracle
-    )
+    windows, progress = paths.windows(level), f"evaluate {level} {split}"
+    scores = score_split(model, train["mode"], windows, meta, split, batch_size, device, progress=progress)
+    m = split_metrics(scores, level, oracle)
     get_run_logger().info(f"{level} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
     return m
 
@@ -88,25 +96,33 @@ def write_evaluation(level: Level, result: dict[str, dict[str, Any]]) -> None:
     cols = score_columns(level, rows, "error_rate")
     if any("ngram_perplexity" in r for r in rows):
         cols += ["ngram_perplexity"]
-    create_markdown_artifact(
+    create_table_artifact(
         key=f"{level}-metrics",
-        markdown=f"# Held-out metrics, {level} level\n\n" + markdown_table(rows, cols) + "\n\n" + side_by_side(result),
-        description=f"loss (nats/token), perplexity and oracle gap of the {level}-level model",
+        table=table(rows, cols),
+        description=f"Held-out metrics of the {level}-level model, a row per split: loss (nats/token), "
+        "perplexity, bits, error rate, the oracle's perplexity and gap (grammar corpus), the n-gram's perplexity",
+    )
+    create_table_artifact(
+        key=f"{level}-perplexity",
+        table=side_by_side(result),
+        description=f"Perplexity side by side, {level} level, a column per split: the oracle (the grammar "
+        "corpus's true distribution: the best possible), the Kneser-Ney n-gram baseline and the RNN",
     )
 
 
 @flow(name="evaluate")
 def evaluate(level: Level, params: EvaluateParams, ngram: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Score ``artifacts/<level>/checkpoints`` on ``params.splits``; write evaluation.json.
+    """Score ``artifacts/<level>/checkpoints`` (its best validation epoch) on ``params.splits``; write evaluation.json.
 
     ``ngram``: the n-gram baseline's scores per split (flows/ngram.py), shown beside the model's.
     """
     oracle = oracle_splits(level)
     ngram = ngram or {}
-    model, train = load_model(level)
+    model, train, epoch = load_model(level)
     result = {}
     for split in params.splits:
         result[split] = evaluate_split(model, train, level, split, params.batch_size, oracle.get(split))
+        result[split]["epoch"] = epoch  # the validation epoch whose weights were scored
         if split in ngram:  # the baseline scored the same targets (flows/ngram.py)
             result[split] |= {"ngram_perplexity": ngram[split]["perplexity"], "ngram_loss": ngram[split]["loss"]}
     write_evaluation(level, result)

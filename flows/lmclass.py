@@ -27,7 +27,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    ARTIFACTS,
     code_files,
     markdown_table,
     model_code,
@@ -46,7 +45,7 @@ from pipeline import stage
 from pipeline.errors import DataError
 from pipeline.io import read_json, write_json
 from pipeline.params import TrainParams, load_params
-from pipeline.paths import IMDB_DATA
+from pipeline.paths import ARTIFACTS, IMDB_DATA
 from pipeline.vocab import Vocab
 
 OUT = ARTIFACTS / "lmclass"
@@ -100,7 +99,6 @@ def classify_test(trainers: dict[str, Trainer], labels: list[str], batch_size: i
 @flow(name="lmclass")
 def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> dict[str, Any]:
     """One LM per class (trained, resumed or reused), then the test reviews by the likelier model."""
-    log = get_run_logger()
     vocab = Vocab.load(IMDB_DATA.vocab)
     labels: list[str] = read_meta(IMDB_DATA.windows, vocab).get("labels") or []
     if len(labels) < 2:
@@ -112,9 +110,7 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
             raise DataError(f"{data}: no windows for class {label!r}; run `dvc repro tasks/dvc.yaml:lmclass_data`")
         fp = train_fingerprint(f"lmclass-{label}", data, train, tokenizer, CODE)
         provenance = {"fingerprint": fp, "tokenizer": tokenizer, "vocab_path": str(IMDB_DATA.vocab)}
-        trainers[label] = lm_trainer(
-            train, data, CHECKPOINTS / label, vocab, provenance, key="lmclass.train", log=log.info
-        )
+        trainers[label] = lm_trainer(train, data, CHECKPOINTS / label, vocab, provenance, key="lmclass.train")
     train_all(trainers)
     write_csv(HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
     result: dict[str, Any] = {"test": classify_test(trainers, labels, batch_size)}

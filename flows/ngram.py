@@ -5,8 +5,9 @@ A subflow of the ``lm@<level>`` stage (flows/lm.py). Fits models/ngram.py on
 evaluation's conventions (every target once, so the token count is the oracle's and the
 RNN's). Writes ``artifacts/<level>/ngram.json`` (loss in nats/token, perplexity, bits, and on
 the grammar corpus ``oracle_gap = perplexity / oracle perplexity``); the ``evaluate`` subflow
-takes the result, so its table and its ``<level>-metrics`` artifact show the oracle, the
-n-gram and the RNN side by side. It never reads the RNN: the two are independent.
+takes the result, so its ``<level>-perplexity`` table artifact shows the oracle, the n-gram and
+the RNN side by side (this flow's own, ``<level>-ngram``, the n-gram beside the oracle). It
+never reads the RNN: the two are independent.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import markdown_table, ngram_scores
-from flows.evaluate import oracle_splits, score_columns
+from flows.evaluate import oracle_splits, score_columns, table
 from models.evaluate import loss_scores, oracle_comparison
 from models.ngram import KneserNey
 from pipeline import paths
 from pipeline.io import write_json
 from pipeline.params import Level, NgramParams
+from pipeline.paths import ngram_scores
 from pipeline.vocab import Vocab
 
 SPLITS = ("valid", "test")
@@ -33,9 +34,8 @@ SPLITS = ("valid", "test")
 @task(name="fit-ngram", cache_policy=NO_CACHE)
 def fit_ngram(level: Level, p: NgramParams) -> KneserNey:
     vocab = Vocab.load(paths.vocab(level))
-    model = KneserNey.fit(
-        np.load(paths.windows(level) / "train" / "stream.npy", mmap_mode="r"), len(vocab), p.n, modified=p.modified
-    )
+    stream = np.load(paths.windows(level) / "train" / "stream.npy", mmap_mode="r")
+    model = KneserNey.fit(stream, len(vocab), p.n, modified=p.modified, progress=f"ngram {level} fit")
     get_run_logger().info(f"{level}: {model.summary()}")
     return model
 
@@ -43,7 +43,7 @@ def fit_ngram(level: Level, p: NgramParams) -> KneserNey:
 @task(name="score-split", cache_policy=NO_CACHE, task_run_name="{split}")
 def ngram_split_scores(model: KneserNey, level: Level, split: str, oracle: dict[str, Any] | None) -> dict[str, Any]:
     """The baseline's entry for one split: the keys the RNN's has (but the error rate), and its total nats."""
-    s = model.evaluate(np.load(paths.windows(level) / split / "stream.npy", mmap_mode="r"))
+    s = model.evaluate(np.load(paths.windows(level) / split / "stream.npy", mmap_mode="r"), f"ngram {level} {split}")
     m = loss_scores(s.nats_per_token, s.tokens, level) | {"nats": s.nats}
     if oracle is not None:
         m |= oracle_comparison(m["perplexity"], oracle)
@@ -57,11 +57,11 @@ def write_ngram(level: Level, result: dict[str, Any]) -> None:
     rows = [{"split": split, **result[split]} for split in SPLITS]
     cols = score_columns(level, rows)
     model = result["model"]
-    create_markdown_artifact(
+    create_table_artifact(
         key=f"{level}-ngram",
-        markdown=f"# {model['n']}-gram baseline ({model['smoothing'].replace('_', ' ')}), {level} level\n\n"
-        + markdown_table(rows, cols),
-        description=f"the Kneser-Ney {model['n']}-gram's held-out loss beside the oracle",
+        table=table(rows, cols),
+        description=f"The {model['n']}-gram baseline ({model['smoothing'].replace('_', ' ')}), {level} level, "
+        "a row per split: its held-out loss (nats/token), perplexity and bits beside the oracle's (grammar corpus)",
     )
 
 

@@ -25,7 +25,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    ARTIFACTS,
     code_files,
     fingerprint,
     folder_data,
@@ -40,7 +39,7 @@ from models.trainer import Trainer
 from pipeline import stage
 from pipeline.io import write_json
 from pipeline.params import OcrTaskParams, load_params
-from pipeline.paths import OCR_DOCS
+from pipeline.paths import ARTIFACTS, OCR_DOCS
 
 OUT = ARTIFACTS / "ocr"
 CHECKPOINTS = OUT / "checkpoints"
@@ -95,7 +94,7 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
         def build(device: Any, bi: bool = DIRECTIONS[name]) -> OcrTask:
             return OcrTask(params, OCR_DOCS, device, bidirectional=bi)
 
-        trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr", log=log.info)
+        trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr")
         log.info(f"{name}: {trainers[name].task.cfg}, {trainers[name].steps_per_epoch} steps per epoch")
     train_all(trainers)
     epochs = [

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -43,13 +44,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from pipeline import sharded, stage
 from pipeline.errors import RnnlabError
 from pipeline.params import PreprocessParams, read_params
+from pipeline.progress import Progress
 
+logger = logging.getLogger(f"rnnlab.{__name__}")
 DVC_STAGES = ("corpus", "tokenize", "vocab")  # whose outputs this flow writes
 
 
@@ -85,6 +89,14 @@ def publish(pieces: list[sharded.Piece], tokenized: list[dict[str, Any]], job: s
     return sharded.publish(pieces, tokenized, job)
 
 
+def results(futures: list[PrefectFuture[Any]], desc: str) -> list[Any]:
+    """The futures' results in their order, with the progress of the pieces as they finish (in any order)."""
+    with Progress(desc, len(futures), unit="pieces", logger=logger) as progress:
+        for _ in as_completed(futures):
+            progress.update()
+    return [f.result() for f in futures]
+
+
 @flow(name="preprocess")
 def preprocess(params_file: str = "params.yaml", retries: int = 2) -> dict[str, Any]:
     """Build the corpus, tokens and vocabularies of ``params_file``'s corpus, one task per piece."""
@@ -94,9 +106,11 @@ def preprocess(params_file: str = "params.yaml", retries: int = 2) -> dict[str, 
     log.info(f"{len(pieces)} pieces of {job.source} input; work folder {job.work}")
     again = {"retries": retries, "retry_delay_seconds": 1, "retry_condition_fn": transient}
     extract, tokenize = extract_piece.with_options(**again), tokenize_piece.with_options(**again)
-    extracted = [f.result() for f in [extract.submit(p, job) for p in pieces]]
+    extracted = results([extract.submit(p, job) for p in pieces], "preprocess extract")
     starts = sharded.offsets(extracted)  # needs every piece's document count: the one barrier
-    tokenized = [f.result() for f in [tokenize.submit(p, o, e, job) for p, o, e in zip(pieces, starts, extracted)]]
+    tokenized = results(
+        [tokenize.submit(p, o, e, job) for p, o, e in zip(pieces, starts, extracted)], "preprocess tokenize"
+    )
     summary = publish(pieces, tokenized, job)
     summary["computed"] = {
         "extract": sum(not m["reused"] for m in extracted),

@@ -339,8 +339,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    """Check, then run (or with --dry-run print) the experiment; exit 2 with one line on a problem."""
+def main(args: argparse.Namespace, again: str | None = None) -> int:
+    """Check, then run (or with --dry-run print) the experiment; exit 2 with one line on a problem.
+
+    Running, it exits as ``rnnlab repro`` does (flows/repro.py): 2 when a stage refused a user
+    error, 130 or 143 when stopped, else DVC's code. ``again`` is the command that resumes it.
+    """
     try:
         p = plan(
             args.recipe, args.corpus, valid=args.valid, test=args.test, sets=args.sets, name=args.name, force=args.force
@@ -355,4 +359,4 @@ def main(args: argparse.Namespace) -> int:
     print(f"rnnlab: recipe {p.recipe} ({target}): {p.command()}", file=sys.stderr, flush=True)
     from flows import repro  # Prefect loads only when something runs
 
-    return repro.main(p.dvc_args, args.port)
+    return repro.main(p.dvc_args, args.port, again or f"rnnlab recipe {shlex.quote(args.recipe)} ...")

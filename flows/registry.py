@@ -2,7 +2,7 @@
 
     registry/
       word.json                      the pointer: the promoted word model, its metrics and provenance
-      models/word-<sha12>/last.pt    that checkpoint, byte for byte (content-addressed, never overwritten)
+      models/word-<sha12>/best.pt    that model's weights, byte for byte (content-addressed, never overwritten)
       models/word-<sha12>/vocab.json the vocabulary it was trained with
     registry.dvc                     written by `dvc add registry`: commit it; `dvc push` shares the files
 
@@ -38,7 +38,7 @@ from pipeline.vocab import Vocab
 REGISTRY = Path("registry")
 MODELS = REGISTRY / "models"
 FORMAT = "rnnlab-registry/1"
-CHECKPOINT = "last.pt"  # models.checkpoint.FILE: `--checkpoint <folder>` loads it
+CHECKPOINT = paths.BEST_CHECKPOINT  # a run's best weights: `--checkpoint <folder>` loads them
 VOCAB = "vocab.json"
 
 

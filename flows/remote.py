@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from flows import procs
 from pipeline import stage
 from pipeline.errors import RnnlabError
 
@@ -29,8 +30,9 @@ TAIL_LINES = 40  # of DVC's output, quoted in a failure's message
 
 ADD_REMOTE_HELP = (
     "add one: `make remote-local REMOTE=/shared/path/rnnlab-dvc` (or `dvc remote add -d team "
-    "/shared/path/rnnlab-dvc`) and commit .dvc/config so the whole team uses it; S3, GCS and SSH "
-    'remotes need `pip install dvc-s3`, `dvc-gs` or `dvc-ssh` (README, "Teams")'
+    "/shared/path/rnnlab-dvc`) and commit .dvc/config so the whole team uses it; S3 and SSH remotes "
+    "need their DVC plugin, dvc-s3 or dvc-ssh: `pip install -c constraints.txt -e '.[s3]'` (or '.[ssh]'); "
+    "GCS needs `pip install dvc-gs` (docs/teams.md)"
 )
 
 
@@ -61,26 +63,17 @@ def dvc(
 
     Raises DvcError (exit status, command, and the last lines of output) when it fails.
     """
-    cmd = [str(DVC), *args]
     lines: list[str] = []
-    with subprocess.Popen(
-        cmd,
-        cwd=root,
-        env=env(extra_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # streamed, so a long `dvc repro` shows its progress as it goes
-            line = line.rstrip("\n")
-            lines.append(line)
-            log(line)
-    if proc.returncode != 0:
+
+    def relay(line: str) -> None:  # streamed, so a long `dvc repro` shows its progress as it goes
+        lines.append(line)
+        log(line)
+
+    # Its own process group with default signals: a cancelled retraining run stops dvc and its stage.
+    code, _ = procs.stream([str(DVC), *args], relay, cwd=root, env=env(extra_env))
+    if code != 0:
         tail = "\n".join(collections.deque((ln for ln in lines if ln.strip()), maxlen=TAIL_LINES))
-        raise DvcError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}) in {root}:\n{tail}")
+        raise DvcError(f"`dvc {' '.join(args)}` failed (exit {code}) in {root}:\n{tail}")
     return "\n".join(lines)
 
 

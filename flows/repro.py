@@ -14,22 +14,42 @@ answers (flows.common.stage_main), with the deadline prefect.toml sets.
 
 With ``PREFECT_API_URL`` set (a team server, or ``make server``), the stages record there and
 nothing is started.
+
+How it ends, in one last line:
+
+* SIGINT or SIGTERM (Ctrl-C, ``kill``, ``timeout``, CI's cancel), however this was launched
+  (a terminal, ``cmd &`` in a script, nohup): DVC, the running stage and everything under them
+  are stopped as a process tree (flows/procs.py), then the server; exit 130 or 143 with a line
+  naming the stage that was interrupted and how to resume.
+* A stage that refused a user error (its ``error: ...`` line, collected through the file that
+  RNNLAB_ERROR_FILE names): that line again, exit 2. Otherwise DVC's own exit code.
+* A (nearly) full filesystem under the workspace or the DVC cache when DVC failed: its path and
+  free space.
+* The server dying: how it ended and the last words of its log; the run is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-from flows import remote, server
+from flows import procs, remote, server
+from pipeline import stage
 from pipeline.errors import RnnlabError
+
+DEAD_SERVER_GRACE = 3.0  # seconds: stages cannot record their end without the server, so waiting is for nothing
+
+
+class QueueError(RnnlabError):
+    """A dvc command that starts queue workers, with no lasting Prefect server for them."""
 
 
 def prefect_home() -> Path:
@@ -42,24 +62,68 @@ def say(line: str) -> None:
     print(f"rnnlab: {line}", file=sys.stderr, flush=True)
 
 
-def run_dvc(args: Sequence[str], api: str | None) -> subprocess.Popen[bytes]:
-    """``dvc ARGS`` in its own process group (so that it can be stopped whole), stages pointed at ``api``."""
-    extra = {"PREFECT_API_URL": api} if api else {}
-    return subprocess.Popen([str(remote.DVC), *args], env=remote.env(extra), start_new_session=True)
+def run_dvc(args: Sequence[str], extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``dvc ARGS`` in its own process group, with default signal handling (so that it can be
+    stopped whole, whatever launched us) and ``extra`` in its environment."""
+    return procs.start([str(remote.DVC), *args], env=remote.env(extra))
 
 
-def interrupt(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C for dvc and its running stage: what finished stays, outputs are atomic."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
+def starts_workers(args: Sequence[str]) -> bool:
+    """Whether ``dvc ARGS`` starts DVC's queue workers, which outlive the dvc command itself."""
+    return list(args[:2]) == ["queue", "start"] or (list(args[:2]) == ["exp", "run"] and "--run-all" in args)
 
 
-def with_server(args: Sequence[str], port: int | None = None) -> int:
-    """Run ``dvc ARGS`` against one Prefect server; return dvc's exit code."""
+def check_workers(args: Sequence[str], api: str | None) -> None:
+    """Refuse queue workers unless they have a server that outlives them (PREFECT_API_URL)."""
+    if starts_workers(args) and not api:
+        raise QueueError(
+            f"`dvc {' '.join(args[:2])}` starts queue workers that outlive this command, and so would outlive "
+            "the Prefect server rnnlab starts for it; give them a server that stays up: `make server` in another "
+            "terminal, `export PREFECT_API_URL=http://127.0.0.1:4200/api`, then this command again "
+            "(`dvc queue stop` ends the workers)"
+        )
+
+
+def resume_command(dvc_args: Sequence[str]) -> str:
+    """The rnnlab command that runs ``dvc ARGS`` again."""
+    if list(dvc_args[:1]) == ["repro"]:
+        return shlex.join(["rnnlab", "repro", *dvc_args[1:]])
+    return shlex.join(["rnnlab", "dvc", *dvc_args])
+
+
+@dataclass
+class Outcome:
+    """How the dvc command ended: its exit code, and the line to print last (after the server stopped)."""
+
+    code: int
+    last: str | None = None
+    stopped: list[str] | None = None  # interrupted: the stages that were running
+
+
+def interrupted(signum: int, stages: list[str]) -> Outcome:
+    return Outcome(128 + signum, stopped=stages)
+
+
+def stopped_line(signum: int, stages: Sequence[str], again: str, since: float, server: bool) -> str:
+    """The one line an interrupted run ends with: what stopped, what is kept, how to resume."""
+    what = f"stage {', '.join(stages)}" if stages else "DVC between stages"
+    who = "DVC, its stages and the Prefect server" if server else "DVC and its stages"
+    return (
+        f"rnnlab: {procs.signal_name(signum)} interrupted {what}; {who} stopped in {time.monotonic() - since:.1f} s. "
+        f"Finished stages are kept (dvc.lock); `{again}` resumes, training from its last checkpoint"
+    )
+
+
+def with_server(args: Sequence[str], signals: procs.Signals, again: str, port: int | None = None) -> Outcome:
+    """Run ``dvc ARGS`` against one Prefect server, started here unless PREFECT_API_URL names one."""
     api = server.configured_api()
+    check_workers(args, api)
     if api:
         say(f"stages record to the Prefect API at {api} (PREFECT_API_URL)")
-        return supervise(run_dvc(args, api), None)
+        outcome = supervise(args, api, None, signals, again)
+        if outcome.stopped is not None and signals.received is not None:
+            outcome.last = stopped_line(signals.received, outcome.stopped, again, signals.at, server=False)
+        return outcome
     home = prefect_home()
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -71,48 +135,130 @@ def with_server(args: Sequence[str], port: int | None = None) -> int:
     srv = server.Server(port, log=home / "server.log")
     say(f"started a Prefect server for this run at {srv.api} (state in {home}/, log in {srv.log})")
     try:
-        code = supervise(run_dvc(args, srv.api), srv)
+        outcome = supervise(args, srv.api, srv, signals, again)
     finally:
         srv.stop()
-    say(f"stopped the Prefect server; its runs stay in {home}/: `make server` shows them at http://127.0.0.1:4200/runs")
-    return code
+    if outcome.stopped is not None and signals.received is not None:  # one line says it all
+        outcome.last = stopped_line(signals.received, outcome.stopped, again, signals.at, server=True)
+    else:
+        say(
+            f"stopped the Prefect server; its runs stay in {home}/: `make server` shows them at http://127.0.0.1:4200/runs"
+        )
+    return outcome
 
 
-def supervise(dvc: subprocess.Popen[bytes], srv: server.Server | None) -> int:
-    """Wait for dvc; pass Ctrl-C and SIGTERM on to it; stop it if the server dies under it."""
-    stopping = False
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        interrupt(dvc)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    ready_at: float | None = None
-    start = time.monotonic()
+def supervise(args: Sequence[str], api: str, srv: server.Server | None, signals: procs.Signals, again: str) -> Outcome:
+    """Run dvc and wait for it; stop its whole tree on SIGINT or SIGTERM, or if the server dies under it."""
+    if signals.received is not None:  # before anything started
+        return interrupted(signals.received, [])
+    errors = error_file(args)
+    extra = {"PREFECT_API_URL": api} | ({stage.ERROR_FILE_ENV: errors} if errors else {})
     try:
+        dvc = run_dvc(args, extra)
+        ready_at: float | None = None
+        start = time.monotonic()
         while dvc.poll() is None:
-            if srv is not None and not stopping:
+            if signals.received is not None:
+                stages = procs.environ_values(dvc, "DVC_STAGE")
+                procs.stop(dvc)
+                return interrupted(signals.received, stages)
+            if srv is not None:
                 if (reason := srv.exited()) is not None:
-                    server.stop(dvc)  # its whole group, quietly (SIGTERM): the error below says why
+                    stages = procs.environ_values(dvc, "DVC_STAGE")
+                    procs.stop(dvc, DEAD_SERVER_GRACE)
+                    where = f" under stage {', '.join(stages)}" if stages else ""
                     raise server.ServerError(
-                        f"{reason}. The run was stopped (finished stages are kept); fix what the log says and "
-                        "run again, or start a server yourself (`make server`) and set PREFECT_API_URL to it"
+                        f"{reason}. The run was stopped{where} (finished stages are kept); fix what the log says "
+                        f"and run `{again}` again, or start a server yourself (`make server`) and set "
+                        "PREFECT_API_URL to it"
                     )
                 if ready_at is None and server.healthy(srv.api, timeout=1.0):
                     ready_at = time.monotonic() - start
                     say(f"the Prefect server answers after {ready_at:.1f} s; UI at {srv.api.removesuffix('/api')}")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 dvc.wait(server.POLL)
+        if signals.received is not None and dvc.returncode != 0:  # dvc ended as the signal came
+            return interrupted(signals.received, [])
+        return failed(dvc.returncode, errors, again)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return dvc.returncode
+        if errors:
+            with contextlib.suppress(OSError):
+                os.unlink(errors)
 
 
-def main(dvc_args: Sequence[str], port: int | None = None) -> int:
+def error_file(args: Sequence[str]) -> str | None:
+    """A new empty file for the stages' ``error:`` lines; None for queue workers (they outlive it)
+    or when the temporary folder cannot hold even that."""
+    if starts_workers(args):
+        return None
     try:
-        return with_server(dvc_args, port)
+        fd, path = tempfile.mkstemp(prefix="rnnlab-errors-", suffix=".txt")
+    except OSError:
+        return None
+    os.close(fd)
+    return path
+
+
+def failed(code: int, errors: str | None, again: str) -> Outcome:
+    """DVC's exit code, or 2 when a stage refused a user error; the line to end on."""
+    if code == 0:
+        return Outcome(0)
+    if code < 0:  # killed by a signal: as a shell reports it
+        code = 128 - code
+    lines: list[str] = []
+    if errors:
+        with contextlib.suppress(OSError):
+            lines = [x for x in Path(errors).read_text(encoding="utf-8").splitlines() if x.strip()]
+    full = full_disk(again)
+    if lines:
+        return Outcome(2, lines[-1] + (f"\n{full}" if full else ""))
+    return Outcome(code, full)
+
+
+def dvc_cache_dir() -> Path | None:
+    """Where DVC's cache is (``dvc cache dir``), or None when DVC cannot say."""
+    proc = subprocess.run([str(remote.DVC), "cache", "dir"], capture_output=True, text=True, env=remote.env())
+    return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def full_disk(again: str, root: Path | None = None) -> str | None:
+    """One line naming each (nearly) full filesystem under the workspace or the DVC cache, or None."""
+    folders = stage.workspace_folders(root or Path.cwd())
+    if (cache := dvc_cache_dir()) is not None:
+        folders.append(cache)
+    if not (full := stage.full_filesystems(folders)):
+        return None
+    return (
+        f"error: the run failed while a filesystem it writes is (nearly) full: {'; '.join(full)}. Free some "
+        f"space there (or move the DVC cache: `dvc cache dir PATH`) and run `{again}` again: finished stages are kept"
+    )
+
+
+def main(dvc_args: Sequence[str], port: int | None = None, again: str | None = None) -> int:
+    """``rnnlab repro|dvc`` (and ``rnnlab recipe``): run dvc with one Prefect server; the exit code.
+
+    ``again`` is the command that resumes the run, for the last line of an interrupted one.
+    """
+    again = again or resume_command(dvc_args)
+    try:
+        with procs.Signals() as signals:
+            outcome = with_server(dvc_args, signals, again, port)
     except RnnlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if outcome.last:
+        print(outcome.last, file=sys.stderr, flush=True)
+    if outcome.code == 0 and list(dvc_args[:1]) == ["repro"]:
+        show_plots()
+    return outcome.code
+
+
+def show_plots() -> None:
+    """Render the DVC plots to ``dvc_plots/index.html`` (the bundled vega: it opens offline), which
+    the lm flows' ``<level>-plots`` link artifacts point at; a failure only costs the page."""
+    proc = subprocess.run([str(remote.DVC), "plots", "show"], env=remote.env({}), capture_output=True, text=True)
+    if proc.returncode == 0:
+        say("plots: dvc_plots/index.html (opens offline in a browser)")
+    else:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        say(f"`dvc plots show` failed ({lines[-1] if lines else f'exit {proc.returncode}'}); the run itself is done")

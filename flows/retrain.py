@@ -16,8 +16,8 @@ Each run, in the repository ``repo``:
    (its recorded number when the data and the evaluation are the same, else the promoted
    checkpoint re-scored on the current split);
 4. promotion when better by ``retrain.margin`` (flows/registry.py: an atomic pointer update,
-   tracked by ``dvc add registry``), and a markdown artifact ``promotion-<level>`` with the
-   decision and the numbers;
+   tracked by ``dvc add registry``), a markdown artifact ``promotion-<level>`` that states the
+   decision, and a table artifact ``promotion-<level>-decision`` with its numbers;
 5. ``dvc push`` when a remote is configured (retried).
 
 The stages DVC starts are Prefect flows in their own processes: they inherit this run's
@@ -30,24 +30,27 @@ PREFECT_API_URL, so they record to the same server (and start no temporary ones)
 import argparse
 import datetime
 import json
+import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows import registry, server
+from flows import procs, registry, server
 from flows import remote as dvc_remote
-from flows.common import checkpoints, evaluation, markdown_table
+from flows.common import markdown_table, quiet_prefect_logs, stop_as_stage
 from pipeline import paths, stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.io import read_json, sha256_file
 from pipeline.params import LEVELS, PARAMS_FILE, Level, Params, validate
+from pipeline.paths import checkpoints, evaluation
 
 Override = str | int | float | bool
 NETWORK_RETRIES = 3
@@ -108,9 +111,22 @@ def reproduce(root: Path, targets: list[str], overrides: dict[str, Override]) ->
         )
     if overrides:
         sets = [a for k, v in overrides.items() for a in ("-S", f"{k}={cli_value(v)}")]
-        dvc_remote.dvc(root, "exp", "run", *sets, *targets, log=_log, extra_env=prefect_env())
+        _dvc(root, "exp", "run", *sets, *targets)
     else:
-        dvc_remote.dvc(root, "repro", *targets, log=_log, extra_env=prefect_env())
+        _dvc(root, "repro", *targets)
+
+
+def _dvc(root: Path, *args: str) -> None:
+    """``dvc ARGS`` with its output in the run's log, as flows/remote.py runs it, except that its
+    whole process tree (the running stage, torchrun under it) stops with this run: when SIGTERM or
+    Ctrl-C stops ``make retrain``, or when the run is cancelled (the UI, ``prefect flow-run cancel``:
+    the runner sends SIGTERM, which Prefect raises here as TerminationSignal)."""
+    code, tail = procs.stream(
+        [str(dvc_remote.DVC), *args], _log, tail=dvc_remote.TAIL_LINES, cwd=root, env=dvc_remote.env(prefect_env())
+    )
+    if code != 0:
+        shown = "\n".join(x for x in tail if x.strip())
+        raise dvc_remote.DvcError(f"`dvc {' '.join(args)}` failed (exit {code}) in {root}:\n{shown}")
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -159,7 +175,7 @@ def compare(root: Path, level: Level, p: Params, overrides: dict[str, Override],
     if split not in p.evaluate.splits:
         raise ParamsError(f"retrain.split is {split!r} but evaluate.splits {list(p.evaluate.splits)} lacks it; add it")
     new_metrics = read_json(root / evaluation(level))
-    ckpt_file = root / checkpoints(level) / registry.CHECKPOINT
+    ckpt_file = paths.model_file(root / checkpoints(level))  # the best validation epoch's weights
     meta = read_json(root / paths.windows(level) / "meta.json")
     heldout = registry.heldout_id(root, level, split, evaluate)
     sha, candidate = sha256_file(ckpt_file), float(new_metrics[split]["perplexity"])
@@ -238,13 +254,37 @@ def report(level: str, outcome: dict[str, Any]) -> str:
     )
 
 
+def decision_table(level: str, outcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``promotion-<level>-decision`` table artifact: one row, the decision and its numbers."""
+    d, before = outcome["decision"], outcome["promoted"]
+    return [
+        {
+            "level": level,
+            "decision": "promoted" if d["promote"] else "kept",
+            "split": d["split"],
+            "new_perplexity": d["candidate"],
+            "promoted_perplexity": d["incumbent"],  # the model promoted before; None when there was none
+            "improvement": d["improvement"],  # relative: 1 - new / promoted
+            "margin": d["margin"],
+            "reason": d["reason"],
+            "registry_model": outcome["model"] or (before["model"] if before else None),
+        }
+    ]
+
+
 @task(name="report", cache_policy=NO_CACHE, task_run_name="report-{level}")
 def publish(level: str, outcome: dict[str, Any]) -> None:
+    """The decision as text (markdown ``promotion-<level>``) and as numbers (table ``promotion-<level>-decision``)."""
     verdict = "promoted" if outcome["decision"]["promote"] else "kept"
     create_markdown_artifact(
         key=f"promotion-{level}",
         markdown=report(level, outcome),
         description=f"{level}: new model {verdict}; perplexity against the promoted one",
+    )
+    create_table_artifact(
+        key=f"promotion-{level}-decision",
+        table=decision_table(level, outcome),
+        description=f"{level}: the promotion decision and its numbers (perplexity on the held-out split)",
     )
 
 
@@ -316,7 +356,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for level, d in result.items():
             print(f"{level}: {'promoted' if d['promote'] else 'kept'} ({d['reason']})")
 
-    return stage.run(body)
+    quiet_prefect_logs()
+    code = stage.run(lambda: stop_as_stage(body))
+    if (signum := stage.stopping()) is not None:
+        again = shlex.join(["python", "-m", "flows.retrain", *(sys.argv[1:] if argv is None else argv)])
+        print(
+            f"rnnlab: {procs.signal_name(signum)} interrupted the retraining run; its dvc and stage processes "
+            f"stopped, finished stages are kept (dvc.lock); `{again}` resumes, training "
+            "from its last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+    return code
 
 
 if __name__ == "__main__":

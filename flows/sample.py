@@ -13,10 +13,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import checkpoints, samples
 from models.sampling import LanguageModel
 from pipeline.io import atomic_open
 from pipeline.params import Level, SampleParams
+from pipeline.paths import checkpoints, samples
 
 
 @task(name="load-model", cache_policy=NO_CACHE)

@@ -10,6 +10,7 @@ chapter 6; the ``mean`` and ``max`` readouts pool over each review's valid steps
 instead. Writes under ``artifacts/sentiment/``:
 
     checkpoints/last.pt   rolling checkpoint (persist: a killed run resumes, a finished one is reused)
+    checkpoints/best.pt   the best validation epoch's weights: what valid and test are scored with
     history.csv           train loss, valid loss and accuracy per epoch (DVC plot)
     metrics.json          valid and test: loss, accuracy, confusion matrix (rows true, columns predicted)
 
@@ -30,7 +31,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    ARTIFACTS,
     code_files,
     fingerprint,
     markdown_table,
@@ -46,7 +46,7 @@ from models.trainer import Trainer
 from pipeline import stage
 from pipeline.io import sha256_file, write_json
 from pipeline.params import SentimentParams, load_params
-from pipeline.paths import IMDB_DATA
+from pipeline.paths import ARTIFACTS, IMDB_DATA
 from pipeline.vocab import Vocab
 
 OUT = ARTIFACTS / "sentiment"
@@ -114,7 +114,7 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
             embeddings=emb,
         )
 
-    trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment", log=log.info)
+    trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment")
     log.info(
         f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
     )

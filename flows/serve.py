@@ -9,13 +9,16 @@ The ``schedule`` section of params.yaml sets the deployment's name, its cron (or
 and time zone, and the overrides each run passes to ``dvc exp run -S``; ``--cron`` and
 ``--interval`` replace them for one serve. Runs execute here, one at a time (``limit=1``):
 two runs on one repository would fight over DVC's lock, so a run that comes due while
-another is going waits its turn. Stop with Ctrl-C or SIGTERM (the schedule is paused).
+another is going waits its turn. Stop with Ctrl-C or SIGTERM (the schedule is paused, and a run in
+progress is cancelled: its dvc and stage processes stop, and the next run resumes its training).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,11 @@ def serve(root: Path, cfg: ScheduleParams) -> None:
     url = check_api(server.configured_api())
     when = f"cron {cfg.cron!r}" if cfg.cron else f"every {cfg.interval:g} s"
     print(f"serving retrain/{cfg.deployment} ({when}, {cfg.timezone}) for {root} against {url}", flush=True)
+    # Prefect's runner stops gracefully on SIGTERM: it cancels the run in progress, whose dvc and
+    # stage processes stop with it (flows/retrain.py). On SIGINT it only leaves, and the run goes on
+    # without it. So SIGINT (Ctrl-C; `kill -INT` of a background job, whose shell had it ignored)
+    # means SIGTERM here.
+    signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     retrain.serve(
         name=cfg.deployment,
         schedule=schedule,

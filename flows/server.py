@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import requests
 
+from flows import procs
 from pipeline.errors import RnnlabError
 
 VENV_BIN = Path(sys.executable).parent
@@ -142,33 +142,38 @@ def check_port(port: int) -> None:
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
-    """SIGTERM the server's process group; SIGKILL what is left after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """SIGTERM the process group of ``proc`` (started by procs.start) and its descendants; SIGKILL
+    what is left after ``grace`` seconds."""
+    procs.stop(proc, grace)
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
+# What a server prints at every start: its banner, and where its API, docs and UI are. None of it
+# says why it ended, so none of it is quoted.
+BOILERPLATE = re.compile(
+    r"^([\s_|/\\()]*|Configure Prefect to communicate with the server.*|prefect config set .*"
+    r"|View the API reference documentation at .*|Check out the dashboard at .*)$"
+)
+FRAME_LINE = re.compile(r"^(File \"|Traceback \(most recent call last\)|During handling of|The above exception)")
 
 
-def last_error(path: Path, limit: int = 300) -> str:
-    """The last exception line of a server log (else its last line), cut to ``limit`` characters."""
+def log_tail(path: Path, limit: int = 300) -> str:
+    """The last meaningful words of a server log, cut to about ``limit`` characters: its last
+    exception line when it ends in a traceback, else its last two lines that are not start-up
+    boilerplate; "" when there are none."""
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - 16384))  # the end is enough, however long the log
-            lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+            raw = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return ""
+    lines = [x.strip() for x in raw if x.strip() and not BOILERPLATE.match(x.strip())]
     errors = [x for x in lines if EXCEPTION_LINE.match(x)]
-    return (errors or lines or [""])[-1][:limit]
+    if errors:
+        return errors[-1][:limit]
+    told = [x for x in lines if not FRAME_LINE.match(x) and not x.startswith("^")]
+    return " | ".join(told[-2:])[:limit]
 
 
 class Server:
@@ -182,22 +187,22 @@ class Server:
         self.log = log
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed in stop)
         self._out = out
-        self.proc = subprocess.Popen(
-            command(self.port),
-            env=server_env(self.port, env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in the terminal reaches the work, not the server under it
+        # Its own process group (Ctrl-C in the terminal reaches the work, not the server under
+        # it), with SIGTERM at its default action whatever the caller inherited, so stop() works.
+        self.proc = procs.start(
+            command(self.port), env=server_env(self.port, env), stdout=out, stderr=subprocess.STDOUT
         )
 
     def exited(self) -> str | None:
-        """Why the server is gone, or None while it runs."""
+        """How the server ended and what its log says last, or None while it runs."""
         if self.proc.poll() is None:
             return None
-        last = last_error(self.log) if self.log else ""
-        return f"the Prefect server exited with code {self.proc.returncode}" + (
-            f" ({last}; the whole log: {self.log})" if last else ""
-        )
+        how = f"the Prefect server {procs.ended(self.proc.returncode)}"
+        if not self.log:
+            return how
+        last = log_tail(self.log)
+        said = f'its log ends "{last}"' if last else "its log says nothing after its start-up banner"
+        return f"{how} ({said}; the whole log: {self.log})"
 
     def wait(self, say: Callable[[str], object] = print, deadline_s: float | None = None) -> float:
         """Block until ``/health`` answers; the seconds it took."""

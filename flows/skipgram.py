@@ -7,6 +7,7 @@ Trains models/skipgram.py with the shared Trainer on ``data/windows/word``
 ``artifacts/skipgram/``:
 
     checkpoints/last.pt   the rolling checkpoint (persist: a killed run resumes; a finished one is reused)
+    checkpoints/best.pt   the best validation epoch's weights: what is exported
     embeddings.npy        (V, D) float32, one row per id of data/vocab/word.json
     embeddings.json       which vocabulary those rows belong to (path, size, sha256)
     vectors.txt           the same vectors in word2vec text format (specials left out)
@@ -29,7 +30,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    ARTIFACTS,
     code_files,
     fingerprint,
     markdown_table,
@@ -44,6 +44,7 @@ from models.trainer import Trainer
 from pipeline import paths, stage
 from pipeline.io import write_json
 from pipeline.params import SkipgramParams, load_params
+from pipeline.paths import ARTIFACTS
 from pipeline.vectors import save_embeddings, write_word2vec
 from pipeline.vocab import NUM_SPECIALS, Vocab
 
@@ -133,7 +134,6 @@ def skipgram(params: SkipgramParams) -> dict[str, Any]:
         CHECKPOINTS,
         fp,
         key="skipgram",
-        log=log.info,
     )
     log.info(
         f"{trainer.task.cfg} on {trainer.device}: {trainer.task.steps_per_pass} steps per pass, "

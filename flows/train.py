@@ -22,34 +22,38 @@ A subflow of the ``lm@<level>`` stage (flows/lm.py). Caching rule (README, "Lang
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
+import re
 import shlex
-import signal
-import subprocess
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import checkpoints, lm_fingerprint, markdown_table, model_code, train_all
+from flows import procs
+from flows.common import lm_fingerprint, model_code, progress_artifact, train_all
+from models import checkpoint as ckpt
 from models import ddp_train
-from models.checkpoint import FILE
-from models.checkpoint import load as load_checkpoint
-from models.data import read_meta
+from models.data import read_meta, train_batches
 from models.lm import lm_trainer
 from pipeline import paths
 from pipeline.errors import RnnlabError
 from pipeline.io import sha256_file
 from pipeline.params import DistributedParams, Level, TrainParams
+from pipeline.paths import checkpoints
+from pipeline.progress import MODE_ENV, SECONDS_ENV, Hook, Progress, parse_line
 from pipeline.vocab import Vocab
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 # The models/ modules this stage imports (by name): their hashes are the fingerprint's code version.
 TRAIN_CODE = model_code("flows.train")
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr")
+# The training table artifact's columns; "seconds" is the training wall-clock at each validation.
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr", "seconds")
 
 
 class TrainingLaunchError(RnnlabError):
@@ -87,7 +91,7 @@ def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprin
     """Train (or resume) to the last epoch; the result is cached under the fingerprint alone."""
     log = get_run_logger()
     if params.distributed.nproc > 1:
-        return fit_torchrun(level, params, tokenizer, fingerprint, log.info)
+        return fit_torchrun(level, params, tokenizer, fingerprint, [progress_artifact(f"train.{level}")])
     trainer = lm_trainer(
         params,
         paths.windows(level),
@@ -95,27 +99,28 @@ def fit(level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprin
         Vocab.load(paths.vocab(level)),
         {"fingerprint": fingerprint, "tokenizer": tokenizer, "vocab_path": str(paths.vocab(level))},
         key=f"train.{level}",
-        log=log.info,
     )
     log.info(
         f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
     )
     train_all({"": trainer})
-    return {
-        "checkpoint": str(trainer.path),
-        "sha256": trainer.sha256,
-        "fingerprint": fingerprint,
-        "history": trainer.history,
-    }
+    return record_of(level, fingerprint)
+
+
+# Seconds between rank 0's progress lines, which this process reads to show the progress as its own.
+RANK_PROGRESS_SECONDS = 2.0
+RESUMED = re.compile(r"^(?:rnnlab: )?resumed from .* at step (\d+) ")  # models/trainer.py says so
 
 
 def fit_torchrun(
-    level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str, log: Callable[[str], None]
+    level: Level, params: TrainParams, tokenizer: dict[str, Any], fingerprint: str, hooks: Sequence[Hook] = ()
 ) -> dict[str, Any]:
     """Train with ``params.distributed.nproc`` torchrun processes (models/ddp_train.py); the same record.
 
-    Rank 0's log lines come through to the Prefect log. The launcher runs in its own
-    process group, stopped whole if this task is interrupted.
+    Rank 0's log lines come through to this process's log (and so to Prefect's); its progress
+    lines, every RANK_PROGRESS_SECONDS, move this process's progress of the run (a bar on a terminal,
+    ``hooks``), which is complete once the ranks exit 0. The launcher runs in its own process group,
+    stopped whole if this task is interrupted.
     """
     nproc = params.distributed.nproc
     argv = ddp_train.command(
@@ -130,57 +135,80 @@ def fit_torchrun(
             tokenizer,
         ),
     )
-    log(f"launching {nproc} training processes: {shlex.join(argv)}")
-    tail: deque[str] = deque(maxlen=30)
+    logger.info(f"launching {nproc} training processes: {shlex.join(argv)}")
     errors: list[str] = []  # each rank prints a user error as "error: rank R: ..." (models/ddp_train.py)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            if line.startswith("error: "):
-                errors.append(line.removeprefix("error: "))
-            if line.strip(" *"):  # torchrun frames its banner in asterisks
-                log(line)
-        code = proc.wait()
+    desc = f"train.{level}"
+    # Steps per epoch as the Trainer counts them: global batches, whatever the number of processes.
+    data = paths.windows(level) / "train"
+    steps = (
+        params.epoch_size
+        or train_batches(params.mode, data, params.batch_size, params.bptt, params.seed).steps_per_pass
+    )
+    progress = Progress(desc, params.epochs * steps, unit="steps", logger=logger, hooks=hooks)
+    env = {**os.environ, MODE_ENV: "lines", SECONDS_ENV: str(RANK_PROGRESS_SECONDS)}
+
+    def relay(line: str) -> None:
+        line = line.rstrip()
+        if line.startswith("error: "):
+            errors.append(line.removeprefix("error: "))
+        elif (seen := parse_line(line)) is not None:
+            if seen.desc == desc:  # the run's progress, not a validation's
+                progress.set(seen.done)
+        elif resumed := RESUMED.search(line):  # the steps before it are not this run's
+            progress.initial = progress.done = int(resumed[1])
+            logger.info(line.removeprefix("rnnlab: "))
+        elif line.startswith("warning: "):
+            logger.warning(line.removeprefix("warning: "))
+        elif line.strip(" *"):  # torchrun frames its banner in asterisks
+            logger.info(line.removeprefix("rnnlab: "))
+
+    try:  # torchrun and its workers in a process group of their own, stopped whole if this is interrupted
+        code, tail = procs.stream(argv, relay, tail=30, env=env)
+        if code == 0:
+            progress.set(progress.total or 0)  # done (an early stop ends before steps x epochs)
     finally:
-        if proc.poll() is None:  # interrupted: stop torchrun and its workers
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        progress.close()
     if code != 0:
         raise TrainingLaunchError(
             f"train.{level}: {nproc} torchrun processes failed (exit {code}): "
             + (errors[0] if errors else "\n".join(tail))
         )
-    path = checkpoints(level) / FILE
+    return record_of(level, fingerprint)
+
+
+def record_of(level: Level, fingerprint: str) -> dict[str, Any]:
+    """What ``fit`` returns (and Prefect caches): the finished checkpoint's path, sha256 and history, and
+    the best validation epoch, whose weights (best.pt) the evaluation and sampling use."""
+    path, best = checkpoints(level) / ckpt.FILE, ckpt.model_file(checkpoints(level))
+    history = ckpt.load(path, mmap=True)["history"]
     return {
         "checkpoint": str(path),
         "sha256": sha256_file(path),
+        "best": str(best),
+        "best_sha256": sha256_file(best),
+        "best_epoch": ckpt.weights_epoch(ckpt.load(best, mmap=True)) if best != path else history[-1]["epoch"],
         "fingerprint": fingerprint,
-        "history": load_checkpoint(path)["history"],
+        "history": history,
     }
 
 
 def intact(record: dict[str, Any], level: str) -> bool:
-    """Whether the checkpoint a (cached) record describes is still on disk, byte for byte."""
-    path = checkpoints(level) / FILE
-    return path.is_file() and sha256_file(path) == record["sha256"]
+    """Whether the checkpoints a (cached) record describes are still on disk, byte for byte."""
+    files = (
+        (checkpoints(level) / ckpt.FILE, record["sha256"]),
+        (Path(record["best"]), record["best_sha256"]),
+    )
+    return all(path.is_file() and sha256_file(path) == sha for path, sha in files)
 
 
 @task(name="publish-history", cache_policy=NO_CACHE)
 def publish_history(level: Level, record: dict[str, Any]) -> None:
-    """The per-epoch table as the keyed artifact ``<level>-training`` (DVCLive writes the curves)."""
-    create_markdown_artifact(
+    """The per-epoch table as the keyed table artifact ``<level>-training`` (DVCLive writes the curves)."""
+    create_table_artifact(
         key=f"{level}-training",
-        markdown=f"# Training, {level} level\n\n" + markdown_table(record["history"], HISTORY_COLUMNS),
-        description=f"per-epoch losses of the {level}-level model",
+        table=[{c: row.get(c) for c in HISTORY_COLUMNS} for row in record["history"]],
+        description=f"Training, {level} level, a row per epoch: losses (nats/token), validation perplexity, "
+        "learning rate and training wall-clock (s)",
     )
 
 
@@ -192,8 +220,11 @@ def train(level: Level, params: TrainParams, tokenizer: dict[str, Any]) -> dict[
     state = fit(level, params, tokenizer, data["fingerprint"], return_state=True)
     record, cached = state.result(), state.name == "Cached"
     if cached and not intact(record, level):
-        log.info(f"cached checkpoint {checkpoints(level) / FILE} is missing or changed: training again")
+        log.info(f"cached checkpoints in {checkpoints(level)} are missing or changed: training again")
         record, cached = fit.with_options(refresh_cache=True)(level, params, tokenizer, data["fingerprint"]), False
-    log.info(f"{'cache hit: ' if cached else ''}checkpoint {record['checkpoint']} sha256 {record['sha256'][:12]}")
+    log.info(
+        f"{'cache hit: ' if cached else ''}checkpoint {record['checkpoint']} sha256 {record['sha256'][:12]}; "
+        f"best validation epoch {record['best_epoch']} ({record['best']})"
+    )
     publish_history(level, record)
     return {**record, "cached": cached}

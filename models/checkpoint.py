@@ -1,9 +1,12 @@
 """Checkpoints: plain dicts of tensors and plain types, written atomically, read with weights_only.
 
-A training checkpoint is one flat dict (nanoGPT style): the keys of ``TRAINER_KEYS``, which
-the Trainer writes for every task (models/trainer.py checks that it writes exactly these), and
-the task's own ``checkpoint_fields()``, for a language model those of ``LM_KEYS``. Both name
-each key and what it holds.
+A checkpoints folder holds two files. ``last.pt``, the rolling training checkpoint, is one flat
+dict (nanoGPT style): the keys of ``TRAINER_KEYS``, which the Trainer writes for every task
+(models/trainer.py checks that it writes exactly these), and the task's own
+``checkpoint_fields()``, for a language model those of ``LM_KEYS``. ``best.pt`` holds the weights
+of the epoch with the lowest validation loss so far: ``BEST_KEYS`` and the same task fields. A
+model is loaded from ``best.pt`` (``model_file``), as pytorch/examples' word_language_model and
+nanoGPT keep their best weights; training resumes from ``last.pt``.
 
 Everything loads with ``torch.load(weights_only=True)``: no pickled classes.
 """
@@ -19,12 +22,14 @@ import torch
 
 from models.config import ModelConfig
 from models.rnn import RNNLanguageModel
+from pipeline import paths
 from pipeline.errors import RnnlabError
 from pipeline.io import atomic_open, sha256_file
 from pipeline.vocab import Vocab
 
 FORMAT = "rnnlab-lm/1"  # language models (models/lm.py); every task names its own "rnnlab-<task>/<version>"
-FILE = "last.pt"  # the one rolling checkpoint in a checkpoints folder
+FILE = paths.LAST_CHECKPOINT  # the rolling training checkpoint in a checkpoints folder
+BEST = paths.BEST_CHECKPOINT  # the best validation epoch's weights beside it
 
 # What Trainer.checkpoint writes for every task: each key and what it holds.
 TRAINER_KEYS: dict[str, str] = {
@@ -35,11 +40,18 @@ TRAINER_KEYS: dict[str, str] = {
     "rng": "rank 0's torch / cuda generator states (tensors)",
     "rng_ranks": "every rank's generator states, in rank order",
     "world_size": "how many training processes wrote it",
-    "progress": "step, epoch, loss_sum and count (the running epoch's sums), done",
+    "progress": "step, epoch, loss_sum and count (the running epoch's sums), done, seconds (training so far)",
     "task_state": "the task's state_dict(); a language model's {'state': carried recurrent state or None}",
     "history": "one dict per finished epoch",
     "fingerprint": "the training cache key (flows.common.fingerprint)",
     "threads": "torch intra-op threads it ran with",
+}
+# What Trainer.save_best writes to best.pt for every task, beside the task's checkpoint_fields().
+BEST_KEYS: dict[str, str] = {
+    "model": "the model's state_dict (CPU tensors) at the end of the best validation epoch",
+    "train": "the loop params, model_dump()",
+    "fingerprint": "the training cache key of the run that wrote it",
+    "best": "{epoch, step, valid: the validation metrics}: where these weights come from",
 }
 # What a language model adds (LanguageModelTask.checkpoint_fields); other tasks name their own.
 LM_KEYS: dict[str, str] = {
@@ -62,11 +74,28 @@ def save(obj: dict[str, Any], path: str | Path) -> str:
     return sha256_file(path)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str | None = None) -> dict[str, Any]:
+def model_file(path: str | Path) -> Path:
+    """The file to load a trained model from: a checkpoints folder's ``best.pt`` (``last.pt`` when it
+    has none: a training that never validated, or one written before best weights were kept), or
+    ``path`` itself when it names a file."""
+    path = Path(path)
+    return paths.model_file(path) if path.is_dir() or not path.suffix else path  # a folder, existing or not
+
+
+def weights_epoch(saved: dict[str, Any]) -> int:
+    """The epoch whose weights a loaded checkpoint holds (best.pt's best epoch, or last.pt's last)."""
+    return int(saved["best"]["epoch"] if "best" in saved else saved["progress"]["epoch"])
+
+
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", expect: str | None = None, mmap: bool = False
+) -> dict[str, Any]:
     """Read a checkpoint written by ``save``; raise CheckpointError with the fix if it is not one.
 
+    A folder means its training checkpoint, ``last.pt`` (``model_file`` picks the weights to use).
     ``expect``: the format the caller can use (e.g. ``FORMAT``); None accepts any rnnlab task's
-    (the Trainer's resume, which then matches the fingerprint).
+    (the Trainer's resume, which then matches the fingerprint). ``mmap``: map the tensors instead
+    of reading them (a cheap readability check).
     """
     path = Path(path)
     if path.is_dir() or not path.suffix:  # a checkpoints folder, existing or not
@@ -74,7 +103,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", expect: str
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; train one with `dvc repro` (stage train) or pass its path")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # weights_only names what it refused: "Unsupported global: GLOBAL print was not an allowed
         # global", "unsupported GLOBAL posix.system whose module posix is blocked". Anything else
@@ -134,7 +163,11 @@ def load_vocab(ckpt: dict[str, Any], path: str | Path | None = None) -> Vocab:
 def load_model(
     path: str | Path, device: torch.device, vocab: str | Path | None = None
 ) -> tuple[RNNLanguageModel, Vocab, dict[str, Any]]:
-    """A language model's checkpoint: its model (in eval mode, on ``device``), its checked vocabulary, and the dict."""
+    """A language model's checkpoint: its model (in eval mode, on ``device``), its checked vocabulary, and the dict.
+
+    A checkpoints folder gives its best validation epoch's weights (``model_file``).
+    """
+    path = model_file(path)
     saved = load(path, map_location=device, expect=FORMAT)
     v = load_vocab(saved, vocab)
     try:

@@ -287,3 +287,13 @@ def eval_batches(
     for i in range(0, n_segments(len(stream), window), batch_size):
         inputs, targets = segments(stream, window, window - stride, rows=slice(i, i + batch_size))
         yield _batch(inputs, targets, fresh=True)
+
+
+def eval_batch_count(mode: str, folder: Path, batch_size: int, window: int, chunk: int = 64) -> int:
+    """How many batches ``eval_batches`` yields (from the arrays' shapes: nothing is read)."""
+    if mode == "padded":
+        return math.ceil(len(open_array(folder, "padded.npy")) / batch_size)
+    n = len(open_array(folder, "stream.npy"))
+    if mode == "stream":
+        return math.ceil((STREAM_WARMUP + math.ceil((n - 1) / batch_size)) / chunk)
+    return math.ceil(n_segments(n, window) / batch_size)

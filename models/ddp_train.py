@@ -8,7 +8,8 @@ flows/train.py runs this when ``train.<level>.distributed.nproc`` is above 1::
 
 (the flow logs the exact command). Every process builds the same ``lm_trainer``; the
 Trainer joins torchrun's process group, wraps the model in DDP, reads its block of each
-global batch, and lets rank 0 alone write the checkpoint and print the log.
+global batch, and lets rank 0 alone write the checkpoint, log and report progress
+(a line every RNNLAB_PROGRESS_SECONDS, which the flow reads).
 
 Several machines: run the same command on every node with torchrun's rendezvous
 instead of ``--standalone``, e.g. 2 nodes of 8 GPUs::
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +35,13 @@ from typing import Any
 from models import distributed
 from models.device import set_threads
 from models.lm import lm_trainer
+from pipeline import log
 from pipeline.errors import RnnlabError
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
 MODULE = "models.ddp_train"
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 
 def arguments(
@@ -93,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     set_threads()  # RNNLAB_THREADS, default 1 per process: results are bit-exact for a fixed count
+    log.setup()
     rank = distributed.from_env().rank
     try:
         params = TrainParams.model_validate_json(args.train)
@@ -108,12 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             Vocab.load(args.vocab),
             provenance,
             key=args.key,
-            log=lambda message: print(message, flush=True),
         )
-        trainer.log(
-            f"{trainer.task.cfg} on {trainer.dist.world} processes ({trainer.device}): "
-            f"{trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
-        )
+        if trainer.dist.main:
+            logger.info(
+                f"{trainer.task.cfg} on {trainer.dist.world} processes ({trainer.device}): "
+                f"{trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
+            )
         trainer.fit()
     except RnnlabError as e:
         print(f"error: rank {rank}: {e}", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ output layer runs over slices of the batch's rows, none of whose logits exceed
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,10 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.data import IGNORE, Batch, eval_batches, eval_window
+from models.data import IGNORE, Batch, eval_batch_count, eval_batches, eval_window
 from models.device import autocast
 from models.rnn import RNNLanguageModel, detach
 from pipeline.params import LOGITS_MB
+from pipeline.progress import Progress
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 
 def lm_loss(logits: Tensor, targets: Tensor, reduction: str = "sum") -> Tensor:
@@ -64,11 +68,16 @@ class Scores:
 
 @torch.no_grad()
 def score(
-    model: RNNLanguageModel, batches: Iterable[Batch], device: torch.device, logits_mb: float | None = LOGITS_MB
+    model: RNNLanguageModel,
+    batches: Iterable[Batch],
+    device: torch.device,
+    logits_mb: float | None = LOGITS_MB,
+    progress: Progress | None = None,
 ) -> Scores:
     """Sum loss and top-1 hits over batches; the state carries between batches unless one is ``fresh``.
 
     ``logits_mb``: the largest logits slice held at once (MiB; None: a whole batch's, as before).
+    ``progress``: told of each batch.
     """
     out = Scores()
     state = None
@@ -82,6 +91,8 @@ def score(
             out.nats += nats
             out.correct += hits
             out.tokens += b.tokens
+            if progress is not None:
+                progress.update()
     return out
 
 
@@ -94,11 +105,23 @@ def score_split(
     batch_size: int,
     device: torch.device,
     logits_mb: float | None = LOGITS_MB,
+    *,
+    progress: str | None = None,
+    leave: bool = True,
 ) -> Scores:
     """Score ``split`` of a windows dataset (``meta``: its meta.json) in ``mode``, every target once,
-    with no logits slice over ``logits_mb`` MiB (``evaluate.logits_mb``)."""
+    with no logits slice over ``logits_mb`` MiB (``evaluate.logits_mb``).
+
+    ``progress``: the name to report progress under (batches; None: none); ``leave``: keep its bar.
+    """
     window, stride = eval_window(meta)
-    return score(model, eval_batches(mode, Path(windows) / split, batch_size, window, stride), device, logits_mb)
+    folder = Path(windows) / split
+    batches = eval_batches(mode, folder, batch_size, window, stride)
+    if progress is None:
+        return score(model, batches, device, logits_mb)
+    total = eval_batch_count(mode, folder, batch_size, window)
+    with Progress(progress, total, unit="batches", logger=logger, leave=leave) as p:
+        return score(model, batches, device, logits_mb, p)
 
 
 def bits_key(level: str) -> str:

@@ -13,7 +13,6 @@ window, or padded (the loss masked so that padding counts for nothing).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ class LanguageModelTask:
         key: str = "train",
         eval_batch_size: int = 64,
     ):
-        self.p, self.device = params, device
+        self.p, self.device, self.key = params, device, key
         self.data_dir = Path(data_dir)
         self.meta = read_meta(self.data_dir, vocab)
         self.vocab_ref = ckpt.vocab_ref(vocab, vocab_path)
@@ -92,7 +91,8 @@ class LanguageModelTask:
 
     def validate(self) -> dict[str, float]:
         split = (self.model, self.p.mode, self.data_dir, self.meta, "valid", self.eval_batch_size, self.device)
-        loss = score_split(*split, logits_mb=self.p.logits_mb).loss
+        # A bar of its own that goes when it is done: a large valid split takes a while each epoch.
+        loss = score_split(*split, logits_mb=self.p.logits_mb, progress=f"{self.key} valid", leave=False).loss
         return {"loss": loss, "perplexity": math.exp(loss)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,7 +129,6 @@ def lm_trainer(
     *,
     key: str = "train",
     eval_batch_size: int = 64,
-    log: Callable[[str], None] = print,
 ) -> Trainer:
     """A Trainer for one level's language model. ``provenance``: what identifies the run and its model,
     recorded in the checkpoint: fingerprint, tokenizer, vocab_path."""
@@ -146,4 +145,4 @@ def lm_trainer(
             eval_batch_size=eval_batch_size,
         )
 
-    return Trainer(build, params, ckpt_dir, provenance["fingerprint"], key=key, log=log)
+    return Trainer(build, params, ckpt_dir, provenance["fingerprint"], key=key)

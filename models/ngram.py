@@ -42,6 +42,7 @@ order; lookups are ``np.searchsorted`` on the sorted keys. ``python -m bench.ngr
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -52,9 +53,11 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.io import atomic_open
+from pipeline.progress import Progress
 
 FALLBACK_DISCOUNT = 0.5  # when counts-of-counts give no valid estimate (tiny corpora)
 CHUNK = 1 << 20  # target positions scored per block: bounded memory for any stream length
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class KneserNey:
         *,
         modified: bool = False,
         discounts: Sequence[Sequence[float] | float] | None = None,
+        progress: str | None = None,
     ) -> KneserNey:
         """Count every k-gram (k ≤ n) of ``stream`` and precompute the smoothed terms.
 
@@ -181,6 +185,7 @@ class KneserNey:
             n: the order (1 = unigram).
             modified: three discounts per order (modified KN) instead of one.
             discounts: per order 1..n, a D or a (D1, D2, D3+) triple, instead of the estimates.
+            progress: the name to report progress under, one order counted at a time (None: none).
 
         Raises:
             DataError: the stream is not 1-D, too short, or has ids outside [0, V).
@@ -192,17 +197,19 @@ class KneserNey:
         # Per order k: the unique k-grams (sorted keys, raw counts) and, per position t ≥ k-1
         # (element t - k + 1), the rank of the k-gram ending at t.
         keys, raw, pos_rank = [], [], []
-        for k in range(1, n + 1):
-            if k == 1:
-                pos_key = s
-            else:
-                if len(keys[-1]) * V >= 2**63:
-                    raise ValueError(f"order {k}: {len(keys[-1])} distinct prefixes × V={V} overflow int64 keys")
-                pos_key = pos_rank[-1][: max(N - k + 1, 0)] * V + s[k - 1 :]  # (N - k + 1,)
-            uniq, inv, cnt = np.unique(pos_key, return_inverse=True, return_counts=True)
-            keys.append(uniq)
-            raw.append(cnt)
-            pos_rank.append(inv.astype(np.int64))
+        with Progress(progress or "", n, unit="orders", logger=logger, mode=None if progress else "off") as shown:
+            for k in range(1, n + 1):
+                if k == 1:
+                    pos_key = s
+                else:
+                    if len(keys[-1]) * V >= 2**63:
+                        raise ValueError(f"order {k}: {len(keys[-1])} distinct prefixes × V={V} overflow int64 keys")
+                    pos_key = pos_rank[-1][: max(N - k + 1, 0)] * V + s[k - 1 :]  # (N - k + 1,)
+                uniq, inv, cnt = np.unique(pos_key, return_inverse=True, return_counts=True)
+                keys.append(uniq)
+                raw.append(cnt)
+                pos_rank.append(inv.astype(np.int64))
+                shown.update()
         # Continuation counts a(g) = N1+(•g), for k < n: the number of distinct (k+1)-grams whose
         # suffix is g. The (k+1)-gram ending at t has as suffix the k-gram ending at t, which is
         # element j + 1 of order k's positions when it is element j of order k+1's.
@@ -306,15 +313,20 @@ class KneserNey:
             out[offset : offset + len(lp)] = lp
         return out
 
-    def evaluate(self, stream: np.ndarray) -> NgramScore:
+    def evaluate(self, stream: np.ndarray, progress: str | None = None) -> NgramScore:
         """Total nats and target count of ``stream``, as the neural LM reports them.
 
         Memory stays bounded by ``CHUNK`` whatever the length of the (memory-mapped) stream.
+        ``progress``: the name to report progress under, in targets (None: none).
         """
         nats, tokens = 0.0, 0
-        for _, lp in self._blocks(_check_stream(stream, self.vocab_size, "n-gram scored stream")):
-            nats -= float(lp.sum())
-            tokens += len(lp)
+        s = _check_stream(stream, self.vocab_size, "n-gram scored stream")
+        mode = None if progress else "off"
+        with Progress(progress or "", max(len(s) - 1, 0), unit="tokens", logger=logger, mode=mode) as shown:
+            for _, lp in self._blocks(s):
+                nats -= float(lp.sum())
+                tokens += len(lp)
+                shown.update(len(lp))
         return NgramScore(nats=nats, tokens=tokens)
 
     def distribution(self, context: Sequence[int]) -> np.ndarray:

@@ -15,16 +15,28 @@ pure function of the step, so a run killed at any point and restarted from its
 last checkpoint repeats exactly the same operations: on CPU, with the same
 thread count, its final weights are bit-identical to an uninterrupted run's.
 
+Best weights: after each validation that beats every earlier one, the weights go to
+``best.pt`` beside ``last.pt`` (written first, so a kill between the two re-runs that
+epoch and writes the same bytes again). The best epoch is derived from the history, so
+it resumes exactly too. With ``early_stop: N`` training ends once N validations in a row
+brought no improvement. ``use_best()`` puts the best weights back into the model.
+
+Progress: one bar on a terminal (a line every ``RNNLAB_PROGRESS_SECONDS`` elsewhere) covers the
+whole run, steps × epochs, from the step a resumed run starts at (pipeline/progress.py); hooks
+in ``trainer.hooks`` receive it too (flows/ add a Prefect progress artifact). Messages go to the
+``rnnlab.models.trainer`` logger.
+
 Data parallel: under ``torchrun --nproc_per_node N`` the same code joins the
 process group (models/distributed.py), trains through DDP, reads its block of
 each global batch (the task shards it), normalises the loss by the all-reduced
-item count, validates on rank 0, and writes checkpoints from rank 0 only. A
-checkpoint resumes bit-exactly with the same world size, and with the same
-batches (float sums in another order) with another.
+item count, validates on rank 0, and writes checkpoints, logs and reports
+progress from rank 0 only. A checkpoint resumes bit-exactly with the same world
+size, and with the same batches (float sums in another order) with another.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -39,10 +51,9 @@ from models import distributed
 from models.device import autocast, resolve_device
 from pipeline.errors import RnnlabError
 from pipeline.params import LoopParams
+from pipeline.progress import Hook, Progress
 
-
-def _silent(_message: str) -> None:
-    """The log of ranks other than 0."""
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 
 class TrainingDiverged(RnnlabError):
@@ -118,16 +129,19 @@ class Trainer:
         fingerprint: str,
         *,
         key: str = "train",
-        log: Callable[[str], None] = print,
     ):
-        self.p, self.key, self.log = loop, key, log
+        self.p, self.key = loop, key
         self.path = Path(ckpt_dir) / ckpt.FILE
+        self.best_path = Path(ckpt_dir) / ckpt.BEST
         self.fingerprint = fingerprint  # identifies data + params + code: a checkpoint of another is ignored
         self.device = resolve_device(loop.device, f"{key}.device")
         # Under torchrun: join the process group, one GPU per process (models/distributed.py).
         self.dist, self.device = distributed.setup(self.device)
-        if not self.dist.main:
-            self.log = _silent  # rank 0 alone logs
+        # Progress of the whole run (steps x epochs), from the first step this process trains: what it
+        # is called, and its hooks (flows/ adds a Prefect progress artifact). Rank 0 alone reports.
+        self.desc = key
+        self.hooks: list[Hook] = []
+        self.progress: Progress | None = None
         ckpt.seed_all(loop.seed)  # before the task builds its model: initialisation draws from it
         self.task = build_task(self.device)
         self.model = self.task.model
@@ -147,13 +161,36 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.sha256: str | None = None  # of the last checkpoint written
         self.rate = 0.0  # units per second in the last epoch, for the log
+        # Training wall-clock so far, summed over the processes that resumed this run (history's
+        # "seconds": plots only, it is not deterministic); _since is when the uncounted time began.
+        self.seconds = 0.0
+        self._since: float | None = None
         self._resume()
         # What train_loss runs through: DDP (gradients all-reduced in backward) or the model itself.
         self.train_model = distributed.wrap(self.model, self.dist, self.device)
 
     @property
     def done(self) -> bool:
-        return self.epoch >= self.p.epochs
+        return self.epoch >= self.p.epochs or self.stopped_early
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The history record of the best validation epoch so far (the first of equal losses), or None."""
+        return min(self.history, key=lambda r: r["valid_loss"], default=None)
+
+    @property
+    def stopped_early(self) -> bool:
+        """``early_stop`` validations in a row have not improved on the best one."""
+        best = self.best
+        return self.p.early_stop is not None and best is not None and self.epoch - best["epoch"] >= self.p.early_stop
+
+    def _tick(self) -> float:
+        """Add the wall-clock since the last tick (inside ``run_epoch``) to ``seconds``; return the total."""
+        now = time.perf_counter()
+        if self._since is not None:
+            self.seconds += now - self._since
+            self._since = now
+        return self.seconds
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -172,10 +209,12 @@ class Trainer:
                     "a filesystem every node shares"
                 )
         if not self.path.exists():
+            self._drop_best()
             return
         saved = ckpt.load(self.path, map_location=self.device)
         if saved.get("fingerprint") != self.fingerprint:
-            self.log(f"{self.path}: from other data, params or code; training from scratch")
+            self._log(f"{self.path}: from other data, params or code; training from scratch")
+            self._drop_best()
             return
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -190,18 +229,30 @@ class Trainer:
             ckpt.set_rng_state(saved["rng"])
             if self.dist.rank > 0:
                 torch.manual_seed(distributed.rank_seed(self.p.seed, self.dist.rank, progress["step"]))
-            self.log(
+            self._log(
                 f"resuming a checkpoint of {len(ranks)} processes with {self.dist.world}: same batches, "
                 "not bit-exact (float reduction order, dropout masks)"
             )
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.loss_sum, self.count = progress["loss_sum"], progress["count"]
+        self.seconds = progress.get("seconds", 0.0)
         self.history = saved["history"]
         self.task.load_state_dict(saved["task_state"])
         self.sha256 = ckpt.sha256_file(self.path)
         if saved.get("threads") != torch.get_num_threads() and self.device.type == "cpu":
-            self.log(f"resuming with {torch.get_num_threads()} threads, not {saved.get('threads')}: not bit-exact")
-        self.log(f"resumed from {self.path} at step {self.step} (epoch {self.epoch}/{self.p.epochs})")
+            self._log(f"resuming with {torch.get_num_threads()} threads, not {saved.get('threads')}: not bit-exact")
+        self._log(f"resumed from {self.path} at step {self.step} (epoch {self.epoch}/{self.p.epochs})")
+
+    def _log(self, message: str) -> None:
+        if self.dist.main:  # rank 0 alone logs
+            logger.info(message)
+
+    def _drop_best(self) -> None:
+        """A run that starts from scratch removes the best weights of an earlier one (other params or data)."""
+        if self.dist.main:
+            self.best_path.unlink(missing_ok=True)
+            for stale in self.best_path.parent.glob(f".{self.best_path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def checkpoint(self) -> dict[str, Any]:
         """The checkpoint dict: ``ckpt.TRAINER_KEYS`` and the task's fields. Under torchrun every rank
@@ -221,6 +272,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "loss_sum": self.loss_sum,
                 "count": self.count,
+                "seconds": self._tick(),
                 "done": self.done,
             },
             "task_state": self.task.state_dict(),
@@ -240,6 +292,34 @@ class Trainer:
         if self.dist.main:
             self.sha256 = ckpt.save(state, self.path)
         distributed.barrier(self.dist)  # the others go on once the file is whole
+
+    def save_best(self, record: dict[str, Any]) -> None:
+        """Write the current weights as ``best.pt``: ``ckpt.BEST_KEYS`` and the task's fields (rank 0)."""
+        if not self.dist.main:
+            return
+        fields = self.task.checkpoint_fields()
+        own = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "train": self.p.model_dump(mode="json"),
+            "fingerprint": self.fingerprint,
+            "best": {
+                "epoch": record["epoch"],
+                "step": record["step"],
+                "valid": {k.removeprefix("valid_"): v for k, v in record.items() if k.startswith("valid_")},
+            },
+        }
+        assert own.keys() == ckpt.BEST_KEYS.keys(), "update models.checkpoint.BEST_KEYS"
+        ckpt.save({**fields, **own}, self.best_path)
+
+    def use_best(self) -> int:
+        """Load the best validation epoch's weights into the model; return that epoch (the last one when
+        no best.pt was kept, e.g. a checkpoint of an older rnnlab)."""
+        if self.best_path.is_file():
+            saved = ckpt.load(self.best_path, map_location=self.device)
+            if saved.get("fingerprint") == self.fingerprint:
+                self.model.load_state_dict(saved["model"])
+                return ckpt.weights_epoch(saved)
+        return self.epoch
 
     def _diverged(self, what: str, value: object) -> TrainingDiverged:
         kept = f"the last good checkpoint is kept at {self.path}" if self.path.exists() else "no checkpoint was written"
@@ -287,13 +367,20 @@ class Trainer:
     def run_epoch(self) -> dict[str, Any]:
         """Train to the end of the current epoch, validate, step the LR schedule, checkpoint."""
         t0, count0 = time.perf_counter(), self.count
+        self._since = t0  # from here on the wall-clock counts (not the time before, or between processes)
         end = (self.epoch + 1) * self.steps_per_epoch
         every = self.p.checkpoint_every
+        progress = self._progress()
         self.model.train()
-        while self.step < end:
-            self.train_step()
-            if every and self.step % every == 0 and self.step < end:
-                self.save()
+        try:
+            while self.step < end:
+                self.train_step()
+                progress.update()
+                if every and self.step % every == 0 and self.step < end:
+                    self.save()
+        except BaseException:
+            progress.close()
+            raise
         seconds = time.perf_counter() - t0
         trained = self.count - count0  # this epoch's items over every rank (a resumed epoch counts less)
         self.optimizer.zero_grad(set_to_none=True)  # validation has no use for the last step's gradients
@@ -308,18 +395,47 @@ class Trainer:
             "train_loss": train,
             **{f"valid_{k}": v for k, v in valid.items()},
             "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(self._tick(), 3),  # training wall-clock when this validation ended
         }
+        improved = all(valid["loss"] < r["valid_loss"] for r in self.history)
         self.history.append(record)
         self.epoch += 1
         self.loss_sum, self.count = 0.0, 0
+        if improved:
+            self.save_best(record)  # before last.pt: a kill in between re-runs this epoch, which writes it again
         self.save()
         self.rate = trained / seconds if seconds > 0 else 0.0
         shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
-        self.log(
-            f"epoch {record['epoch']}/{self.p.epochs} step {self.step}: train {train:.4f}, valid {shown}; "
-            f"lr {record['lr']:.3g}; {trained:,} {self.task.unit} at {self.rate:,.0f}/s"
+        self._log(
+            f"epoch {record['epoch']}/{self.p.epochs} step {self.step}: train {train:.4f}, valid {shown}"
+            f"{' (best)' if improved else ''}; lr {record['lr']:.3g}; "
+            f"{trained:,} {self.task.unit} at {self.rate:,.0f}/s"
         )
+        if self.stopped_early and self.epoch < self.p.epochs:
+            best = self.best
+            assert best is not None
+            self._log(
+                f"early stop after epoch {self.epoch}: validation loss has not improved for {self.p.early_stop} "
+                f"epochs ({self.key}.early_stop); the best, {best['valid_loss']:.4f} at epoch {best['epoch']}, is kept"
+            )
+        if self.done:
+            progress.close()
         return record
+
+    def _progress(self) -> Progress:
+        """The run's Progress, made at its first epoch: steps × epochs in all, from the step it resumed at."""
+        if self.progress is None or self.progress.closed:
+            main = self.dist.main
+            self.progress = Progress(
+                self.desc,
+                self.p.epochs * self.steps_per_epoch,
+                unit="steps",
+                initial=self.step,
+                logger=logger,
+                mode=None if main else "off",
+                hooks=self.hooks if main else (),
+            )
+        return self.progress
 
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining epochs; return the history."""

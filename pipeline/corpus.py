@@ -68,21 +68,37 @@ def write_documents(batches: Iterable[pa.Table], folder: Path, describe: str) ->
                 writer = ShardWriter(tmp, docs.schema_for(table), DOCS_PER_SHARD)
             writer.write(table)
             accumulate(stats, table)
+            if holdout_by := (table.schema.metadata or {}).get(b"holdout_by"):  # a source's note on its splits
+                for split in pc.unique(table["split"]).to_pylist():
+                    stats[split]["holdout_by"] = holdout_by.decode()
         if writer is not None:
             writer.close()
         check_splits(stats, describe)  # before the folder is published: no half-usable table is left behind
     return stats
 
 
+# The fix for a missing split, where a source has a more precise one than the general advice.
+MISSING_SPLIT_FIX = {
+    "source 'text'": (
+        "give those splits their own files (rnnlab recipe --valid/--test, or corpus.text.valid/test) "
+        "or raise corpus.text.holdout above 0 (e.g. 0.05): a corpus with too few documents "
+        "is then held out by characters"
+    ),
+}
+
+
 def check_splits(stats: dict[str, dict[str, Any]], describe: str) -> None:
-    """Fail unless every split has documents, naming the source and the fix."""
+    """Fail unless every split has documents, naming the source, what it read and the fix."""
     if not stats:
         raise DataError(f"corpus: {describe} produced no documents; check its path and settings in params.yaml")
     missing = [s for s in SPLITS if s not in stats]
     if missing:
+        total = sum(s["docs"] for s in stats.values())
+        read = ", ".join(f"{split} {s['docs']}" for split, s in sorted(stats.items()))
+        fix = MISSING_SPLIT_FIX.get(describe, "give those splits their own files or a holdout fraction in params.yaml")
         raise DataError(
-            f"corpus: {describe} produced no documents for split(s) {', '.join(missing)}; "
-            "give those splits their own files or a holdout fraction in params.yaml"
+            f"corpus: {describe} produced no documents for split(s) {', '.join(missing)} "
+            f"(read {total} document{'s' if total != 1 else ''}: {read}); {fix}"
         )
 
 
@@ -94,7 +110,11 @@ def split_metrics(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]
 def write_metrics(stats: dict[str, dict[str, Any]], source: str, root: Path = Path(".")) -> None:
     """The corpus stage's oracle.json and metrics under ``root``."""
     write_json(root / paths.ORACLE, oracle(stats, source))
-    write_json(root / paths.CORPUS_METRICS, {"source": source, "splits": split_metrics(stats)})
+    metrics: dict[str, Any] = {"source": source, "splits": split_metrics(stats)}
+    # How the held-out splits were made, when a source says ("characters": the text source's tail).
+    if by := sorted({s["holdout_by"] for s in stats.values() if "holdout_by" in s}):
+        metrics["holdout_by"] = by[0] if len(by) == 1 else by
+    write_json(root / paths.CORPUS_METRICS, metrics)
 
 
 def accumulate(stats: dict[str, dict[str, Any]], table: pa.Table) -> None:

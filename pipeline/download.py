@@ -18,7 +18,8 @@
   both hashes.
 - **Finish:** ``os.replace`` into the cache, so a file under its final name is
   always complete; a verified cached file is never downloaded again.
-- A tqdm bar is drawn only when stderr is a terminal (never in logs or CI).
+- Progress (pipeline/progress.py): a bar when stderr is a terminal, else a line every
+  ``RNNLAB_PROGRESS_SECONDS``, in bytes of the Content-Length, with rate and ETA.
 
 Bytes are fetched with ``Accept-Encoding: identity``: a server must not
 gzip-encode a ``.gz`` on the wire (requests would silently decode it, and the
@@ -30,8 +31,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -45,6 +46,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from pipeline.errors import DataError
 from pipeline.io import atomic_open, fsync_dir, sha256_file
 from pipeline.params import DownloadParams, sha256_hex
+from pipeline.progress import Progress
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 USER_AGENT = "rnnlab/0.1 (research data pipeline; python-requests)"
 CHUNK = 1 << 20
@@ -212,7 +216,8 @@ def fetch(
         retries: attempts without progress before giving up.
         timeout: seconds to connect, and to wait for each read.
         backoff: first retry delay in seconds; doubles each time (0 in tests).
-        progress: draw a tqdm bar; default, only when stderr is a terminal.
+        progress: True draws a bar, False shows nothing; default, a bar when stderr is a
+            terminal, else a line every few seconds (pipeline/progress.py).
     """
     try:
         sha256 = sha256_hex(sha256.strip() if sha256 is not None else None)
@@ -316,74 +321,68 @@ def _download(
     """Stream ``url`` into ``part`` (resuming it), and return its sha256 when one is expected."""
     s = session or requests.Session()
     attempts = _Attempts(retries, backoff, sleep)
-    bar = None
-    try:
-        while True:
-            have = part.stat().st_size if part.exists() else 0
-            before = have
-            response: requests.Response | None = None
-            try:
-                headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-                if have:
-                    headers["Range"] = f"bytes={have}-"
-                with s.get(url, headers=headers, stream=True, timeout=timeout) as response:
-                    status = response.status_code
-                    if status in FATAL_STATUS:
-                        raise DataError(
-                            f"{url}: HTTP {status} {response.reason}; the address is wrong or the file was "
-                            "removed: fix the url in params.yaml"
-                        )
-                    if status == 416 and have:
-                        # Our partial is not a prefix the server can continue (the file shrank
-                        # or changed): start over.
+    mode = None if progress is None else ("bar" if progress else "off")
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        before = have
+        response: requests.Response | None = None
+        try:
+            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            with s.get(url, headers=headers, stream=True, timeout=timeout) as response:
+                status = response.status_code
+                if status in FATAL_STATUS:
+                    raise DataError(
+                        f"{url}: HTTP {status} {response.reason}; the address is wrong or the file was "
+                        "removed: fix the url in params.yaml"
+                    )
+                if status == 416 and have:
+                    # Our partial is not a prefix the server can continue (the file shrank
+                    # or changed): start over.
+                    part.unlink()
+                    raise _Retry("HTTP 416: the partial download does not fit the file; restarting")
+                if status == 429 or status >= 500:
+                    raise _Retry(f"HTTP {status} {response.reason}")
+                if status not in (200, 206):
+                    raise DataError(f"{url}: unexpected HTTP {status} {response.reason}")
+                if status == 206:
+                    start = _content_range_start(response)
+                    if start != have:
                         part.unlink()
-                        raise _Retry("HTTP 416: the partial download does not fit the file; restarting")
-                    if status == 429 or status >= 500:
-                        raise _Retry(f"HTTP {status} {response.reason}")
-                    if status not in (200, 206):
-                        raise DataError(f"{url}: unexpected HTTP {status} {response.reason}")
-                    if status == 206:
-                        start = _content_range_start(response)
-                        if start != have:
-                            part.unlink()
-                            raise _Retry(f"server resumed at byte {start}, not {have}; restarting")
-                        mode = "ab"
-                    else:  # 200: a fresh download, or a server that ignored our Range
-                        have = 0
-                        mode = "wb"
-                    length = response.headers.get("Content-Length")
-                    expected = have + int(length) if length and length.isdigit() else None
-                    hasher = _hasher(part, have) if sha256 is not None else None
-                    if bar is None and (progress if progress is not None else sys.stderr.isatty()):
-                        bar = _bar(url, expected)
-                    if bar is not None:
-                        bar.reset(total=expected)
-                        bar.update(have)
-                    with open(part, mode) as f:
-                        for block in response.raw.stream(CHUNK, decode_content=False):
-                            f.write(block)
-                            if hasher is not None:
-                                hasher.update(block)
-                            have += len(block)
-                            if bar is not None:
-                                bar.update(len(block))
-                        f.flush()
-                        os.fsync(f.fileno())
-                    if expected is not None and have != expected:
-                        raise _Retry(f"connection closed after {have} of {expected} bytes")
-                    return hasher.hexdigest() if hasher is not None else None
-            except (requests.ConnectionError, requests.Timeout, _Retry, Urllib3Error) as e:
-                # Urllib3Error: a body cut short surfaces as urllib3's ProtocolError (IncompleteRead)
-                # when read through response.raw; requests only wraps it for iter_content.
-                now = part.stat().st_size if part.exists() else 0
-                give_up = (
-                    f"{url}: download failed after {retries} retries without progress ({_reason(e)}); "
-                    f"{now} bytes are kept in {part}: rerun to resume"
-                )
-                attempts.failed(response, give_up, progressed=now > before)  # progress resets the count
-    finally:
-        if bar is not None:
-            bar.close()
+                        raise _Retry(f"server resumed at byte {start}, not {have}; restarting")
+                    write = "ab"
+                else:  # 200: a fresh download, or a server that ignored our Range
+                    have = 0
+                    write = "wb"
+                length = response.headers.get("Content-Length")
+                expected = have + int(length) if length and length.isdigit() else None
+                hasher = _hasher(part, have) if sha256 is not None else None
+                desc = f"download {cache_name(url)}"
+                with (
+                    Progress(desc, expected, unit="B", initial=have, logger=logger, mode=mode, leave=False) as shown,
+                    open(part, write) as f,
+                ):
+                    for block in response.raw.stream(CHUNK, decode_content=False):
+                        f.write(block)
+                        if hasher is not None:
+                            hasher.update(block)
+                        have += len(block)
+                        shown.update(len(block))
+                    f.flush()
+                    os.fsync(f.fileno())
+                if expected is not None and have != expected:
+                    raise _Retry(f"connection closed after {have} of {expected} bytes")
+                return hasher.hexdigest() if hasher is not None else None
+        except (requests.ConnectionError, requests.Timeout, _Retry, Urllib3Error) as e:
+            # Urllib3Error: a body cut short surfaces as urllib3's ProtocolError (IncompleteRead)
+            # when read through response.raw; requests only wraps it for iter_content.
+            now = part.stat().st_size if part.exists() else 0
+            give_up = (
+                f"{url}: download failed after {retries} retries without progress ({_reason(e)}); "
+                f"{now} bytes are kept in {part}: rerun to resume"
+            )
+            attempts.failed(response, give_up, progressed=now > before)  # progress resets the count
 
 
 def _content_range_start(response: requests.Response) -> int | None:
@@ -406,9 +405,3 @@ def _hasher(part: Path, have: int) -> Any:
                 h.update(block)
                 remaining -= len(block)
     return h
-
-
-def _bar(url: str, total: int | None) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=cache_name(url), leave=False)

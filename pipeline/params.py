@@ -192,18 +192,29 @@ class CorpusParams(Section):
 
 class WordTokenizeParams(Section):
     # The rule of Abrahams et al. (2016, ch. 6). A pattern of the shape `[class]+|[class]` with ASCII classes
-    # takes the vectorized fast path; any other regex falls back to Python's `re`.
+    # takes the vectorized fast path; any other regex falls back to Python's `re`. A preset name
+    # (pipeline/tokenize.py PRESETS: ascii, unicode) stands for its rule.
     pattern: str = r"[A-Za-z]+|[!?.:,()]"
     lowercase: bool = True
     shard_rows: int = Field(50_000, ge=1)  # documents per Parquet shard
 
     @field_validator("pattern")
     @classmethod
-    def _compiles(cls, v: str) -> str:
+    def _preset_or_regex(cls, v: str) -> str:
+        # Imported here: pipeline.tokenize imports this module, and only the names are needed.
+        from pipeline.tokenize import PRESETS
+
+        if v in PRESETS:
+            return v
+        presets = ", ".join(PRESETS)
+        # A bare name (letters, digits, "_", "-") would match only itself as a regex: take it for a
+        # mistyped preset rather than tokenize the text into nothing.
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", v):
+            raise ValueError(f"unknown preset {v!r}; use one of the presets ({presets}) or a regular expression")
         try:
             compiled = re.compile(v)
         except re.error as e:
-            raise ValueError(f"not a valid regular expression ({e}), got {v!r}") from e
+            raise ValueError(f"not a valid regular expression ({e}) nor a preset ({presets}), got {v!r}") from e
         if compiled.search("") is not None:
             raise ValueError(f"must not match the empty string, got {v!r}")
         return v
@@ -328,6 +339,9 @@ class LoopParams(Section):
     epochs: int = Field(10, ge=1)
     epoch_size: int | None = Field(None, ge=1)  # optimizer steps per epoch; null: one pass over train
     checkpoint_every: int | None = Field(None, ge=1)  # steps; null: at the end of each epoch only
+    # Stop once validation has not improved for this many epochs (validations); null: train every epoch.
+    # The weights of the best validation epoch are kept either way (checkpoints/best.pt).
+    early_stop: int | None = Field(None, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (bf16 autocast there)
 

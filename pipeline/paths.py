@@ -16,6 +16,18 @@ ORACLE = DATA / "corpus" / "oracle.json"  # true entropy per split (grammar corp
 CORPUS_METRICS = METRICS / "corpus.json"
 DOWNLOADS = DATA / "cache"  # downloads: not a DVC output, so they survive reruns
 
+# In every checkpoints folder: the rolling training checkpoint (a killed run resumes from it), and the
+# weights of the best validation epoch (what evaluation, sampling, the CLI and the registry use).
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
+def model_file(folder: Path) -> Path:
+    """The weights to use from a checkpoints folder: ``best.pt``, or ``last.pt`` when it has none (a
+    training that never validated, or a folder written before best weights were kept)."""
+    best = Path(folder) / BEST_CHECKPOINT
+    return best if best.is_file() else Path(folder) / LAST_CHECKPOINT
+
 
 def tokens(level: str) -> Path:
     """Token shards (Parquet) of one level."""
@@ -37,6 +49,38 @@ def windows(level: str) -> Path:
 
 def windows_metrics(level: str) -> Path:
     return METRICS / f"windows-{level}.json"
+
+
+# --- the language models' outputs (stage lm@<level>, flows/lm.py) ------------------------------
+
+ARTIFACTS = Path("artifacts")
+
+
+def checkpoints(level: str) -> Path:
+    """``last.pt`` and ``best.pt`` (persist: true, so a killed run resumes)."""
+    return ARTIFACTS / level / "checkpoints"
+
+
+def ngram_scores(level: str) -> Path:
+    return ARTIFACTS / level / "ngram.json"
+
+
+def evaluation(level: str) -> Path:
+    return ARTIFACTS / level / "evaluation.json"
+
+
+def plots(level: str) -> Path:
+    """DVCLive's plots folder of a run logged under ``ARTIFACTS / level``."""
+    return ARTIFACTS / level / "plots"
+
+
+def metrics_file(level: str) -> Path:
+    """DVCLive's summary: the DVC metrics file."""
+    return ARTIFACTS / level / "metrics.json"
+
+
+def samples(level: str) -> Path:
+    return ARTIFACTS / level / "samples.txt"
 
 
 # --- the side tasks' data (tasks/dvc.yaml), beside the spine's and never over it ---------------

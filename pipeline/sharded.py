@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -64,12 +65,14 @@ from pipeline.params import (
     WikipediaParams,
     read_params,
 )
+from pipeline.progress import Progress
 from pipeline.shards import COMPRESSION, ShardWriter
 from pipeline.sources import text as text_source
 from pipeline.sources import wikipedia as wiki
 from pipeline.tokenize import BATCH_ROWS, TOKENS_SCHEMA, tokenizer_for
 from pipeline.vocab import MERGE_ROWS, count_table, merge_counts, split_counts, write_vocab
 
+logger = logging.getLogger(f"rnnlab.{__name__}")
 PIECE_WIDTH = 6  # part-000123-…: names sort in corpus order up to a million pieces
 DOC_BATCH = 1000  # documents per staged row group
 # The code whose behaviour shapes the outputs: its sha256 is part of every piece's key.
@@ -175,6 +178,12 @@ def make_job(params_file: str | Path = "params.yaml") -> tuple[Job, PreprocessPa
     if params.corpus.source == "text":
         p = params.corpus.text
         carve = tuple(s for s in ("valid", "test") if getattr(p, s) is None)
+        if text_source.holdout_mode(p, carve)[0] == "characters":
+            raise ParamsError(
+                f"{p.train}: too few documents to hold out {', '.join(carve)} by documents, and sharded "
+                "preprocessing splits by documents only; run the corpus stage instead (`dvc repro`), which holds "
+                "out the tail of the text, or give corpus.text.valid and test files"
+            )
         return Job("text", p, work=work / "text", carve=carve, **common), prep
     w = params.corpus.wikipedia
     assert w.index_url is not None  # check()
@@ -477,9 +486,17 @@ def publish(pieces: Sequence[Piece], manifests: Sequence[dict[str, Any]], job: J
 def run_serial(job: Job, range_mb: float) -> dict[str, Any]:
     """The sharded build with the pieces one after another in this process: the single-process output."""
     pieces = plan(job, range_mb)
-    extracted = [extract(p, job) for p in pieces]
+    extracted = []
+    with Progress("sharded extract", len(pieces), unit="pieces", logger=logger) as progress:
+        for p in pieces:
+            extracted.append(extract(p, job))
+            progress.update()
     starts = offsets(extracted)
-    tokenized = [tokenize(p, o, e, job) for p, o, e in zip(pieces, starts, extracted)]
+    tokenized = []
+    with Progress("sharded tokenize", len(pieces), unit="pieces", logger=logger) as progress:
+        for p, o, e in zip(pieces, starts, extracted):
+            tokenized.append(tokenize(p, o, e, job))
+            progress.update()
     summary = publish(pieces, tokenized, job)
     summary["computed"] = {
         "extract": sum(not m["reused"] for m in extracted),

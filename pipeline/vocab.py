@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ from pipeline import paths, stage
 from pipeline.errors import DataError
 from pipeline.io import write_json
 from pipeline.params import SPECIALS, VocabLevelParams, load_params
-from pipeline.shards import iter_batches
+from pipeline.progress import Progress, parquet_rows
+from pipeline.shards import iter_batches, shard_files
 
+logger = logging.getLogger(f"rnnlab.{__name__}")
 PAD, UNK, EOS = 0, 1, 2
 NUM_SPECIALS = len(SPECIALS)  # ids below this are the specials above; the first real token has this id
 TOKEN_SHARDS = "token shard folder"  # how messages name a tokenize stage's output
@@ -149,18 +152,22 @@ def split_counts(counts: pa.Table, splits: Iterable[str]) -> dict[str, pa.Table]
     return {s: counts.filter(pc.equal(counts["split"], s)).select(["token", "count"]) for s in splits}
 
 
-def count_tokens(tokens_dir: Path) -> tuple[dict[str, pa.Table], dict[str, int]]:
-    """Per split: (token, count) tables, and the number of documents."""
+def count_tokens(tokens_dir: Path, progress: str = "vocab") -> tuple[dict[str, pa.Table], dict[str, int]]:
+    """Per split: (token, count) tables, and the number of documents. ``progress`` names the work."""
     parts: list[pa.Table] = []
     docs: dict[str, int] = {}
     columns = ["split", "tokens"]
-    for batch in iter_batches(tokens_dir, columns, required=TOKENS_REQUIRED, kind=TOKEN_SHARDS, batch_rows=8192):
-        splits = batch.column("split")
-        for split in pc.unique(splits).to_pylist():
-            docs[split] = docs.get(split, 0) + (pc.sum(pc.equal(splits, split).cast(pa.int64())).as_py() or 0)
-        parts.append(count_table(splits, batch.column("tokens")))
-        if sum(t.num_rows for t in parts) > MERGE_ROWS:  # bounded memory for a large folder
-            parts = [merge_counts(parts)]
+    total = parquet_rows(shard_files(tokens_dir, TOKEN_SHARDS))
+    batches = iter_batches(tokens_dir, columns, required=TOKENS_REQUIRED, kind=TOKEN_SHARDS, batch_rows=8192)
+    with Progress(progress, total, unit="documents", logger=logger) as shown:
+        for batch in batches:
+            splits = batch.column("split")
+            for split in pc.unique(splits).to_pylist():
+                docs[split] = docs.get(split, 0) + (pc.sum(pc.equal(splits, split).cast(pa.int64())).as_py() or 0)
+            parts.append(count_table(splits, batch.column("tokens")))
+            if sum(t.num_rows for t in parts) > MERGE_ROWS:  # bounded memory for a large folder
+                parts = [merge_counts(parts)]
+            shown.update(batch.num_rows)
     if "train" not in docs:
         raise DataError(f"{tokens_dir}: no train documents; the vocabulary is built from the train split")
     return split_counts(merge_counts(parts), docs), docs
@@ -177,6 +184,34 @@ def build_vocab(level: str, train_counts: pa.Table, max_size: int, min_count: in
     tokens = (*SPECIALS, *top["token"].to_pylist())
     assert len(set(tokens)) == len(tokens), "vocabulary tokens must be unique"
     return Vocab(level, tokens, (0, unk, train_docs, *top["count"].to_pylist()))
+
+
+def check_not_empty(vocab: Vocab, train_counts: pa.Table, train_docs: int, min_count: int) -> None:
+    """Fail unless the vocabulary holds a token besides the specials, naming the key that emptied it."""
+    if len(vocab) > NUM_SPECIALS:
+        return
+    level = vocab.level
+    # Specials in the text ("<unk>" in a pre-tokenized corpus) are not tokens of the vocabulary.
+    train_counts = train_counts.filter(pc.invert(pc.is_in(train_counts["token"], pa.array(SPECIALS))))
+    tokens = pc.sum(train_counts["count"]).as_py() or 0
+    seen = f"{train_docs} train document{'s' if train_docs != 1 else ''}"
+    if tokens == 0:
+        key = "tokenize.word.pattern" if level == "word" else f"tokenize.{level}"
+        fix = (
+            "set tokenize.word.pattern: unicode, or a pattern that matches this text"
+            if level == "word"
+            else "check the corpus: its train split has no characters"
+        )
+        raise DataError(
+            f"vocab ({level}): {key} found no token besides {', '.join(SPECIALS)} in {seen}, "
+            f"so the vocabulary would be empty; {fix}"
+        )
+    top = pc.max(train_counts["count"]).as_py()
+    raise DataError(
+        f"vocab ({level}): vocab.{level}.min_count is {min_count}, above every count in {seen} "
+        f"({tokens} tokens of {train_counts.num_rows} types, the most frequent seen {top} times), "
+        f"so the vocabulary would be empty; lower vocab.{level}.min_count to {top} or less"
+    )
 
 
 def oov_metrics(vocab: Vocab, counts: dict[str, pa.Table], docs: dict[str, int]) -> dict[str, Any]:
@@ -214,6 +249,7 @@ def write_vocab(
 ) -> Vocab:
     """Build ``level``'s vocabulary from per-split counts; write it and its OOV metrics under ``root``."""
     vocab = build_vocab(level, counts["train"], cfg.max_size, cfg.min_count, docs["train"])
+    check_not_empty(vocab, counts["train"], docs["train"], cfg.min_count)  # before anything is written
     vocab.save(root / paths.vocab(level))
     write_json(root / paths.vocab_metrics(level), oov_metrics(vocab, counts, docs))
     return vocab
@@ -221,7 +257,7 @@ def write_vocab(
 
 def run(level: str, params_file: str) -> None:
     cfg = load_params(spec(level).params, params_file)[f"vocab.{level}"]
-    write_vocab(level, *count_tokens(paths.tokens(level)), cfg)
+    write_vocab(level, *count_tokens(paths.tokens(level), f"vocab {level}"), cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ array, which is the content hash that training caches on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,11 @@ from pipeline import paths, stage
 from pipeline.errors import DataError
 from pipeline.io import NpyAppender, atomic_dir, sha256_file, write_json
 from pipeline.params import SPLITS, WindowsParams, load_params
-from pipeline.shards import iter_batches, schema_of
+from pipeline.progress import Progress, parquet_rows
+from pipeline.shards import iter_batches, schema_of, shard_files
 from pipeline.vocab import EOS, PAD, TOKEN_SHARDS, TOKENS_REQUIRED, UNK, Vocab
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 WINDOW_CHUNK = 65_536  # windows written per block: bounded memory for any stream length
 
@@ -185,27 +189,30 @@ def build(level: str, cfg: WindowsParams, tokens_dir: Path, vocab: Vocab, out_di
         "splits": {},
         "files": {},
     }
+    total = parquet_rows(shard_files(tokens_dir, TOKEN_SHARDS))
     with atomic_dir(out_dir) as tmp:
         writers: dict[str, _SplitWriter] = {}
         try:
             batches = iter_batches(tokens_dir, columns, required=TOKENS_REQUIRED, kind=TOKEN_SHARDS, batch_rows=8192)
-            for batch in batches:
-                splits = batch.column("split")
-                for split in pc.unique(splits).to_pylist():
-                    part = batch.filter(pc.equal(splits, split))
-                    tokens = part.column("tokens")
-                    if split not in writers:
-                        writers[split] = _SplitWriter(tmp / split, cfg, dtype, end_ids, labels is not None)
-                    lab = None
-                    if labels is not None:
-                        lab = pc.index_in(part.column("label"), value_set=label_ids)
-                        lab = pc.fill_null(lab, -1).to_numpy(zero_copy_only=False).astype(np.int32)
-                    writers[split].add(
-                        encode(pc.list_flatten(tokens)),
-                        pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64),
-                        part.column("doc_id").to_numpy(zero_copy_only=False),
-                        lab,
-                    )
+            with Progress(f"windows {level}", total, unit="documents", logger=logger) as progress:
+                for batch in batches:
+                    splits = batch.column("split")
+                    for split in pc.unique(splits).to_pylist():
+                        part = batch.filter(pc.equal(splits, split))
+                        tokens = part.column("tokens")
+                        if split not in writers:
+                            writers[split] = _SplitWriter(tmp / split, cfg, dtype, end_ids, labels is not None)
+                        lab = None
+                        if labels is not None:
+                            lab = pc.index_in(part.column("label"), value_set=label_ids)
+                            lab = pc.fill_null(lab, -1).to_numpy(zero_copy_only=False).astype(np.int32)
+                        writers[split].add(
+                            encode(pc.list_flatten(tokens)),
+                            pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64),
+                            part.column("doc_id").to_numpy(zero_copy_only=False),
+                            lab,
+                        )
+                    progress.update(batch.num_rows)
         except BaseException:
             for w in writers.values():
                 w.abort()

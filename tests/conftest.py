@@ -88,7 +88,15 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from prefect.testing.utilities import prefect_test_harness
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    with prefect_test_harness(), temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
+    # The harness waits 30 s for its server by default: too short on a busy 2-core machine. The same
+    # deadline as every other wait for a server (prefect.toml's server.ephemeral.startup_timeout_seconds).
+    from prefect.settings import get_current_settings
+
+    deadline = get_current_settings().server.ephemeral.startup_timeout_seconds
+    with (
+        prefect_test_harness(server_startup_timeout=deadline),
+        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}),
+    ):
         yield storage
 
 
@@ -102,3 +110,20 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api:
         yield api
+
+
+# --- teams: a Prefect server on PostgreSQL (tests/test_postgres_server.py) --------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the session; yields Prefect's database URL.
+
+    Skips, saying how to install them, when PostgreSQL's server programs are missing (`make postgres`).
+    """
+    from tests.prefect_server import NO_POSTGRES, postgres_bin, postgres_cluster
+
+    if postgres_bin() is None:
+        pytest.skip(NO_POSTGRES)
+    with postgres_cluster(tmp_path_factory.mktemp("postgres")) as url:
+        yield url

@@ -41,7 +41,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         Path(job["checkpoints"]),
         Vocab.load(data / "data/vocab/word.json"),
         run,
-        log=lambda m: print(m, flush=True),
     )
     if job.get("grads"):
         trainer.model.train()

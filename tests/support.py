@@ -132,6 +132,11 @@ def run_data_stages(root: Path, *, windows: bool = True) -> Path:
     return root
 
 
+def deterministic(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A training history without its wall-clock ("seconds"), which no two runs share."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
 def run_train(level: str, params_file: str = "params.yaml") -> dict[str, Any]:
     """The lm stage's train subflow on ``params_file``, as the stage calls it (needs a Prefect API)."""
     from flows import lm, train
@@ -145,9 +150,10 @@ def run_train(level: str, params_file: str = "params.yaml") -> dict[str, Any]:
 def train_word_model(fingerprint: str) -> None:
     """Train params.yaml's word model in the working directory (``lm_workdir``), where the CLI and
     ``evaluate`` look for its checkpoint, through the Trainer alone (no Prefect)."""
-    from flows.common import checkpoints, tokenizer_settings
+    from flows.common import tokenizer_settings
     from models.lm import lm_trainer
     from pipeline.params import read_params
+    from pipeline.paths import checkpoints
     from pipeline.vocab import Vocab
 
     p = read_params("params.yaml")
@@ -157,7 +163,7 @@ def train_word_model(fingerprint: str) -> None:
         "vocab_path": "data/vocab/word.json",
     }
     vocab = Vocab.load("data/vocab/word.json")
-    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), vocab, run, log=lambda _: None).fit()
+    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), vocab, run).fit()
 
 
 def reference_pairs(tokens: list[int], lo: list[int], hi: list[int]) -> list[tuple[int, int]]:

@@ -99,7 +99,7 @@ def test_a_cuda_checkpoint_loads_and_resumes_on_the_cpu(lm_data: Path, tmp_path:
 
     def make(device: str, epochs: int) -> Trainer:
         p = TrainParams(**small, epochs=epochs, device=device)
-        return lm_trainer(p, lm_data / "data/windows/word", tmp_path, Vocab.load(vocab_path), run, log=lambda _m: None)
+        return lm_trainer(p, lm_data / "data/windows/word", tmp_path, Vocab.load(vocab_path), run)
 
     on_gpu = make("cuda", 1)
     on_gpu.fit()

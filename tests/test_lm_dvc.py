@@ -73,13 +73,14 @@ def test_dvclive_metrics_fit_a_screen_and_plots_have_one_row_per_epoch(built: Bu
     shown = run(built.repo, "dvc", "metrics", "show", env=built.env)
     assert "failed to load" not in shown.stdout + shown.stderr  # tasks/dvc.yaml never ran: no warning
     lines = shown.stdout.splitlines()
-    assert max(map(len, lines)) <= 120, shown.stdout
+    assert max(map(len, lines)) <= 130, shown.stdout  # seven flat columns, the best epoch's among them
     header = lines[0].split()
     assert header[0] == "Path" and {
         "test_perplexity",
         "test_bits",
         "oracle_gap",
         "ngram_perplexity",
+        "best_epoch",
         "valid_loss",
     } <= set(header)
     oracle = read_json(built.repo / "data/corpus/oracle.json")
@@ -89,7 +90,9 @@ def test_dvclive_metrics_fit_a_screen_and_plots_have_one_row_per_epoch(built: Bu
         for split in ("valid", "test"):
             assert evaluation[split]["tokens"] == oracle[level][split]["targets"]
             assert evaluation[split]["oracle_gap"] > 0.99
-        assert read_json(art / "metrics.json")["test_perplexity"] == evaluation["test"]["perplexity"]
+        metrics = read_json(art / "metrics.json")
+        assert metrics["test_perplexity"] == evaluation["test"]["perplexity"]
+        assert metrics["best_epoch"] == evaluation["test"]["epoch"]
         for curve in ("train_loss", "valid_loss"):
             assert (art / "plots/metrics" / f"{curve}.tsv").read_text().count("\n") == 1 + 2  # header + 2 epochs
         assert len((art / "samples.txt").read_text().splitlines()) == 3  # 2 samples + the greedy line

@@ -61,7 +61,7 @@ def test_class_lms_classify_test_reviews_above_chance(imdb: Path, tmp_path: Path
     models = {}
     for label in ("neg", "pos"):
         run = {"fingerprint": f"lm-{label}", "tokenizer": None, "vocab_path": str(IMDB_DATA.vocab)}
-        t = lm_trainer(SMALL, imdb / IMDB_DATA.lm / label, tmp_path / label, vocab, run, log=lambda _: None)
+        t = lm_trainer(SMALL, imdb / IMDB_DATA.lm / label, tmp_path / label, vocab, run)
         t.fit()
         models[label] = t.model
     test = imdb / IMDB_DATA.windows / "test"

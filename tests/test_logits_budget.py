@@ -85,7 +85,7 @@ def trained(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     shape = {"emb_dim": 16, "hidden": 32, "layers": 1}
     p = TrainParams(**shape, batch_size=16, bptt=20, epochs=1, epoch_size=40, lr=0.01, device="cpu")
     vocab = Vocab.load(lm_data / "data/vocab/word.json")
-    t = lm_trainer(p, lm_data / "data/windows/word", out, vocab, RUN, log=lambda _: None)
+    t = lm_trainer(p, lm_data / "data/windows/word", out, vocab, RUN)
     t.fit()
     return {"model": t.model.eval(), "meta": read_meta(lm_data / "data/windows/word", vocab)}
 
@@ -211,7 +211,7 @@ def test_rnnlab_score_holds_no_more_than_the_budget_and_agrees_with_the_model(lm
     vocab = lm_data / "data/vocab/word.json"
     run = {"fingerprint": "s", "vocab_path": str(vocab), "tokenizer": tokenizer_settings("word", params.tokenize.word)}
     p = params.train.word.model_copy(update={"epochs": 1, "epoch_size": 5, "device": "cpu"})
-    lm_trainer(p, lm_data / "data/windows/word", tmp_path, Vocab.load(vocab), run, log=lambda _: None).fit()
+    lm_trainer(p, lm_data / "data/windows/word", tmp_path, Vocab.load(vocab), run).fit()
     text = "the cat ran . " * 40  # 161 targets
     whole = LanguageModel.load(tmp_path, device="cpu", logits_mb=None).score(text, end=True)
     lm = LanguageModel.load(tmp_path, device="cpu")

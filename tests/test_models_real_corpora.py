@@ -39,7 +39,7 @@ def wikitext(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_a_few_steps_on_wikitext_lower_the_held_out_loss(wikitext: Path, tmp_path: Path, level: str) -> None:
     v = Vocab.load(wikitext / f"data/vocab/{level}.json")
     run = {"fingerprint": "wikitext", "tokenizer": None, "vocab_path": "v"}
-    t = lm_trainer(TRAIN[level], wikitext / f"data/windows/{level}", tmp_path, v, run, log=lambda _: None)
+    t = lm_trainer(TRAIN[level], wikitext / f"data/windows/{level}", tmp_path, v, run)
     before = t.task.validate()["loss"]  # an untrained model: about log(vocabulary size)
     history = t.fit()
     after = history[-1]["valid_loss"]

@@ -13,7 +13,7 @@ from models.ngram import KneserNey
 from pipeline.params import load_params, read_params
 from pipeline.vocab import Vocab
 from tests.support import train_word_model
-from tests.test_flows import latest_artifact
+from tests.test_flows import latest_table
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -35,7 +35,8 @@ def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
         assert direct.evaluate(np.load(f"data/windows/{level}/test/stream.npy")).perplexity == pytest.approx(
             saved["test"]["perplexity"]
         )
-    assert "oracle_gap" in latest_artifact("word-ngram")
+    table = latest_table("word-ngram")  # a row per split, beside the oracle's perplexity
+    assert [r["split"] for r in table] == ["valid", "test"] and all(r["oracle_gap"] > 0.99 for r in table)
 
 
 def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> None:
@@ -47,5 +48,6 @@ def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> No
     for split in ("valid", "test"):
         assert result[split]["ngram_perplexity"] == baseline[split]["perplexity"]
         assert result[split]["oracle_perplexity"] <= result[split]["ngram_perplexity"]  # nothing beats the oracle
-    table = latest_artifact("word-metrics")
-    assert "Perplexity side by side" in table and all(f"| {m} |" in table for m in ("oracle", "n-gram", "RNN"))
+    side = latest_table("word-perplexity")  # a row per model, a column per split
+    assert [r["model"] for r in side] == ["oracle", "n-gram", "RNN"]
+    assert side[1] == {"model": "n-gram", **{s: result[s]["ngram_perplexity"] for s in ("valid", "test")}}

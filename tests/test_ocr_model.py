@@ -47,9 +47,7 @@ def ocr(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _trainer(root: Path, out: Path, bidirectional: bool) -> Trainer:
     p = OcrTaskParams(**SMALL)
-    return Trainer(
-        lambda d: OcrTask(p, root / OCR_DOCS, d, bidirectional=bidirectional), p, out, "test", log=lambda _: None
-    )
+    return Trainer(lambda d: OcrTask(p, root / OCR_DOCS, d, bidirectional=bidirectional), p, out, "test")
 
 
 def test_the_stage_writes_the_image_table_and_its_metrics(ocr: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models import checkpoint as ckpt
-from tests.support import ROOT
+from tests.support import ROOT, deterministic
 
 # Dropout (RNG), two layers, stream mode (carried state), checkpoints mid-epoch and at epoch ends.
 TRAIN = """
@@ -30,7 +30,7 @@ data, out = Path(sys.argv[1]), Path(sys.argv[2])
 p = TrainParams(emb_dim=16, hidden=96, layers=2, dropout=0.3, batch_size=16, bptt=20, lr=0.003,
                 epochs=3, epoch_size=30, checkpoint_every=4, seed=7, device="cpu")
 run = {"fingerprint": "resume-test", "tokenizer": None, "vocab_path": "v"}
-lm_trainer(p, data / "data/windows/word", out, Vocab.load(data / "data/vocab/word.json"), run, log=print).fit()
+lm_trainer(p, data / "data/windows/word", out, Vocab.load(data / "data/vocab/word.json"), run).fit()
 """
 
 
@@ -89,5 +89,5 @@ def test_sigkill_at_any_point_then_rerun_gives_bit_identical_weights(lm_data: Pa
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), f"{k} differs after kills at steps {kills}"
-    assert a["history"] == b["history"]
+    assert deterministic(a["history"]) == deterministic(b["history"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])

@@ -202,15 +202,15 @@ def test_the_artifact_states_the_decision_and_the_numbers() -> None:
 def fake_model(folder: Path, payload: bytes) -> tuple[Path, Path, dict[str, Any]]:
     """A "checkpoint" (any bytes: the registry never unpickles) and a real vocabulary file."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "last.pt").write_bytes(payload)
+    (folder / registry.CHECKPOINT).write_bytes(payload)
     vocab = Vocab("word", ("<pad>", "<unk>", "<eos>", "the"), (0, 0, 0, 5))
     vocab.save(folder / "vocab.json")
     record = {
-        "checkpoint_sha256": sha256_file(folder / "last.pt"),
+        "checkpoint_sha256": sha256_file(folder / registry.CHECKPOINT),
         "vocab_sha256": vocab.sha256,
         "metrics": {"valid": {"perplexity": 9.0}},
     }
-    return folder / "last.pt", folder / "vocab.json", record
+    return folder / registry.CHECKPOINT, folder / "vocab.json", record
 
 
 def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(
@@ -224,7 +224,7 @@ def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(
         == folder_a.as_posix()
         == f"registry/models/word-{rec_a['checkpoint_sha256'][:12]}"
     )
-    assert (root / folder_a / "last.pt").read_bytes() == b"model A"
+    assert (root / folder_a / registry.CHECKPOINT).read_bytes() == b"model A"
     assert (root / folder_a / "vocab.json").read_bytes() == vocab.read_bytes()
 
     # A crash as the pointer is written: the old pointer and its model stay, whole.
@@ -238,7 +238,7 @@ def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(
         with pytest.raises(OSError):
             registry.promote(root, "word", rec_b, ck_b, vocab)
     assert read_json(root / "registry/word.json")["checkpoint_sha256"] == rec_a["checkpoint_sha256"]
-    assert (root / folder_a / "last.pt").read_bytes() == b"model A"
+    assert (root / folder_a / registry.CHECKPOINT).read_bytes() == b"model A"
 
     folder_b = registry.promote(root, "word", rec_b, ck_b, vocab)
     assert registry.read_promoted(root, "word")["checkpoint_sha256"] == rec_b["checkpoint_sha256"]
@@ -248,7 +248,7 @@ def test_promotion_swaps_the_pointer_atomically_and_prunes_the_old_model(
 def test_a_checkpoint_that_changes_while_being_copied_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     ck, vocab, rec = fake_model(tmp_path / "a", b"model A")
-    with pytest.raises(registry.RegistryError, match=r"last\.pt changed while being promoted"):
+    with pytest.raises(registry.RegistryError, match=r"best\.pt changed while being promoted"):
         registry.promote(root, "word", {**rec, "checkpoint_sha256": "0" * 64}, ck, vocab)
     assert registry.read_promoted(root, "word") is None
     assert not any((root / "registry/models").iterdir())

@@ -35,7 +35,6 @@ def models(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             folder,
             Vocab.load(lm_data / f"data/vocab/{level}.json"),
             run,
-            log=lambda _: None,
         ).fit()
         out[level] = folder
     return out

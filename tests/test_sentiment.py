@@ -78,7 +78,7 @@ def test_the_stage_wrote_labelled_padded_rows(imdb: Path) -> None:
 @pytest.mark.parametrize("how", ["last", "mean"])
 def test_both_readouts_learn_above_chance_on_the_test_split(imdb: Path, tmp_path: Path, how: str) -> None:
     p = SentimentParams(**{**SMALL, "readout": how})
-    t = Trainer(lambda d: _task(imdb, d, readout=how), p, tmp_path, "test", log=lambda _: None)
+    t = Trainer(lambda d: _task(imdb, d, readout=how), p, tmp_path, "test")
     t.fit()
     m = t.task.evaluate("test")
     assert m["examples"] == 500 and np.sum(m["confusion"]) == 500 and m["classes"] == ["neg", "pos"]
@@ -150,7 +150,7 @@ def test_cli_classify_uses_the_checkpoint(imdb: Path, capsys: pytest.CaptureFixt
     ckpt_dir = imdb / "artifacts" / "sentiment" / "checkpoints"
     p = SentimentParams(**{**SMALL, "epochs": 1})
     with contextlib.chdir(imdb):
-        Trainer(lambda d: _task(imdb, d, epochs=1), p, ckpt_dir, "cli", log=lambda _: None).fit()
+        Trainer(lambda d: _task(imdb, d, epochs=1), p, ckpt_dir, "cli").fit()
         clf = Classifier.load(ckpt_dir)
         probs = clf(["a wonderful , moving film", "awful"])
         assert [set(pr) for pr in probs] == [{"neg", "pos"}] * 2

@@ -138,7 +138,6 @@ def _trainer(where: TextDataset, out: Path, **over: object) -> Trainer:
         p,
         out,
         "test",
-        log=lambda _: None,
     )
 
 

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import bz2
+import html
 import re
+import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ParamsError
 from pipeline.io import sha256_file
-from pipeline.params import WordTokenizeParams
+from pipeline.params import WordTokenizeParams, validate
 from pipeline.shards import ShardWriter
-from pipeline.tokenize import WordTokenizer, char_tokens, tokenize_table
+from pipeline.tokenize import (
+    CJK,
+    PRESETS,
+    SEP,
+    SINGLE,
+    WORD,
+    WordTokenizer,
+    char_tokens,
+    resolve_pattern,
+    tokenize_table,
+    unicode_classes,
+    unicode_regex,
+)
 from pipeline.vocab import TOKENS_REQUIRED
+from tests.support import load_params as raw_params
+from tests.support import merge
 
 WORD_PATTERN = WordTokenizeParams().pattern  # the default word pattern
 
@@ -64,6 +85,119 @@ def test_other_patterns_fall_back_to_python_re(pattern: str) -> None:
     tok = WordTokenizer(pattern)
     assert not tok.vectorized
     assert tok(pa.array(lines)).to_pylist() == reference(pattern, lines)
+
+
+# --- presets and the unicode rule -------------------------------------------------------------
+
+
+def bgwiki_lines(shared_data: Path) -> list[str]:
+    """The article texts (wiki markup) of the Bulgarian dump fragment, which is UTF-16 XML."""
+    xml = bz2.decompress((shared_data / "wikipedia-xml/bgwiki-latest-pages-articles-shortened.xml.bz2").read_bytes())
+    texts = re.findall(r"<text[^>]*>(.*?)</text>", xml.decode("utf-16"), re.S)
+    return "\n".join(html.unescape(t) for t in texts).split("\n")
+
+
+def unicode_reference(lines: list[str], lowercase: bool) -> list[list[str]]:
+    """``re.findall(unicode_regex(), line)``; lowercase as the kernel documents it (Arrow's utf8_lower)."""
+    rx = re.compile(unicode_regex())
+    out = [rx.findall(line) for line in lines]
+    if not lowercase:
+        return out
+    flat = pc.utf8_lower(pa.array([t for tokens in out for t in tokens], pa.string())).to_pylist()
+    it = iter(flat)
+    return [[next(it) for _ in tokens] for tokens in out]
+
+
+def test_ascii_preset_is_the_grammar_default(shared_data: Path) -> None:
+    default = raw_params()["tokenize"]["word"]["pattern"]
+    assert resolve_pattern("ascii") == default  # params.yaml could name the preset and keep its tokens
+    lines = real_lines(shared_data)
+    assert WordTokenizer("ascii")(pa.array(lines)).to_pylist() == reference(default, lines)
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_unicode_kernel_equals_its_regex_on_real_text(shared_data: Path, lowercase: bool) -> None:
+    bg = bgwiki_lines(shared_data)
+    lines = real_lines(shared_data)[:20_000] + bg
+    tok = WordTokenizer("unicode", lowercase)
+    assert tok.vectorized
+    got = tok(pa.array(lines)).to_pylist()
+    assert got == unicode_reference(lines, lowercase)
+    assert sum(map(len, got)) > 400_000 and sum(map(len, got[-len(bg) :])) > 40_000
+
+
+def test_unicode_rule_on_scripts() -> None:
+    tok = WordTokenizer("unicode", lowercase=False)
+    lines = [
+        "naïve café",
+        "我爱北京。",
+        "Привет, мир!",
+        "\ufeffשָׁלוֹם नमस्ते ١٢٣\r\n",
+        "<unk> @-@ x<y>z <a b>",
+        "👨\u200d👩\u200d👧 👍🏽",
+        "コーヒー 한국어",
+    ]
+    assert tok(pa.array(lines)).to_pylist() == [
+        ["naïve", "café"],
+        ["我", "爱", "北", "京", "。"],
+        ["Привет", ",", "мир", "!"],
+        ["שָׁלוֹם", "नमस्ते", "١٢٣"],  # points and vowel signs stay inside words; BOM and CR separate
+        ["<unk>", "@", "-", "@", "x", "<y>", "z", "<", "a", "b", ">"],
+        ["👨", "👩", "👧", "👍", "🏽"],  # ZWJ separates; symbols are one character each
+        ["コ", "ー", "ヒ", "ー", "한", "국", "어"],
+    ]
+    assert WordTokenizer("unicode")(pa.array(["ÉCOLE İstanbul"])).to_pylist() == [["école", "istanbul"]]
+
+
+def test_unicode_classes() -> None:
+    table = unicode_classes()
+    want = {"a": WORD, "я": WORD, "_": WORD, "\u0301": WORD, "١": WORD, "我": CJK, "ア": CJK, "ｱ": CJK}
+    want |= {"한": CJK, "\U00020000": CJK, " ": SEP, "\u3000": SEP, "\ufeff": SEP, "\u200d": SEP, "\x00": SEP}
+    want |= {"。": SINGLE, "—": SINGLE, "😀": SINGLE, "<": SINGLE, "\U000e0100": WORD, "\U00050000": SINGLE}
+    assert {c: int(table[ord(c)]) for c in want} == want
+    assert all(table[c] == SEP for c in range(0x110000) if chr(c).isspace())
+    assert all(table[c] != WORD for c in range(0x110000) if unicodedata.category(chr(c))[0] in "PSZC" and c != 95)
+
+
+MIXED = [
+    "naïve", "Straße", "Привет", "мир", "我", "爱", "北京", "。", "，", "שָׁלוֹם", "नमस्ते", "١٢٣", "42", "😀",
+    "👨\u200d👩", "👍🏽", "\ufeff", "\r\n", "\n", "\t", " ", "\u00a0", "\u2028", "<unk>", "<", ">", "@-@", "_",
+    "İ", "\u0301", "ｶﾞ", "\x00", ".", "ǅ",
+]  # fmt: skip
+pieces = st.one_of(st.sampled_from(MIXED), st.characters(exclude_categories=("Cs",)))
+documents = st.lists(pieces, max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(documents, min_size=1, max_size=8), st.booleans(), st.booleans())
+def test_unicode_kernel_equals_its_regex_on_mixed_scripts(lines: list[str], lowercase: bool, slice_: bool) -> None:
+    arr = pa.array(["junk ü"] + lines)[1:] if slice_ else pa.array(lines)  # a slice: offsets into the buffers
+    assert WordTokenizer("unicode", lowercase)(arr).to_pylist() == unicode_reference(lines, lowercase)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=24), st.integers(0, 24))
+def test_unicode_kernel_survives_corrupt_utf8(raw: bytes, cut: int) -> None:
+    # Parquet strings are not validated on read: bytes that are no UTF-8 still give a valid list array.
+    cut = min(cut, len(raw))
+    offsets = pa.py_buffer(np.array([0, cut, len(raw)], np.int32))
+    out = WordTokenizer("unicode", lowercase=False)(pa.StringArray.from_buffers(2, offsets, pa.py_buffer(raw)))
+    out.validate()
+    assert len(out) == 2 and len(b"".join(t.as_buffer() for t in out.values)) <= len(raw)
+
+
+def test_preset_names_pass_params_validation() -> None:
+    for name in PRESETS:
+        params = validate(merge(raw_params(), {"tokenize": {"word": {"pattern": name}}}))
+        assert params.tokenize.word.pattern == name  # stored by name, resolved by WordTokenizer
+        assert WordTokenizer(params.tokenize.word.pattern)(pa.array(["Naïve, x."])).to_pylist()[0][-1] == "."
+    # A bare name that is no preset is refused (as a regex it would only match itself); anything with
+    # regex syntax is a regex, accepted when it compiles and cannot match the empty string.
+    with pytest.raises(ParamsError, match=r"tokenize.word.pattern: unknown preset 'unicod'.*ascii, unicode"):
+        validate(merge(raw_params(), {"tokenize": {"word": {"pattern": "unicod"}}}))
+    assert validate(merge(raw_params(), {"tokenize": {"word": {"pattern": "unicode+"}}})).tokenize.word.pattern
+    with pytest.raises(ParamsError, match=r"not a valid regular expression .* nor a preset \(ascii, unicode\)"):
+        validate(merge(raw_params(), {"tokenize": {"word": {"pattern": "[unicode"}}}))
 
 
 def test_char_tokens_are_code_points() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.io import read_json
-from pipeline.params import SPECIALS, WindowsParams
+from pipeline.params import SPECIALS, VocabLevelParams, WindowsParams
 from pipeline.shards import ShardWriter
 from pipeline.tokenize import TOKENS_SCHEMA
-from pipeline.vocab import EOS, PAD, UNK, Vocab, build_vocab, count_tokens, oov_metrics
+from pipeline.vocab import EOS, PAD, UNK, Vocab, build_vocab, count_tokens, oov_metrics, write_vocab
 from pipeline.windows import build, pad_rows, sentence_lengths, with_separators
+from tests.support import copy_repo, run, tool_env, write_params
 
 
 def token_shards(folder: Path, docs: list[tuple[str, list[str]]], label: list[str] | None = None) -> Path:
@@ -141,3 +143,47 @@ def test_missing_split_is_a_clear_error(tmp_path: Path) -> None:
     no_train = token_shards(tmp_path / "t2", [d for d in DOCS if d[0] != "train"])
     with pytest.raises(DataError, match="no train documents"):
         count_tokens(no_train)
+
+
+# --- an empty vocabulary is refused before anything is written ----------------------------------
+
+
+def test_min_count_above_every_count_is_refused(tmp_path: Path) -> None:
+    counts, docs = count_tokens(token_shards(tmp_path / "t", DOCS))
+    with pytest.raises(DataError) as e:
+        write_vocab("word", counts, docs, VocabLevelParams(min_count=4), tmp_path)
+    message = str(e.value)
+    assert "vocab.word.min_count is 4" in message and "3 train documents" in message
+    assert "11 tokens of 7 types, the most frequent seen 3 times" in message
+    assert "lower vocab.word.min_count to 3 or less" in message
+    assert not (tmp_path / "data").exists()  # neither the vocabulary nor its metrics
+    assert len(write_vocab("word", counts, docs, VocabLevelParams(min_count=3), tmp_path)) == len(SPECIALS) + 1
+
+
+def test_a_pattern_that_finds_no_token_is_refused(tmp_path: Path) -> None:
+    shards = token_shards(tmp_path / "t", [("train", []), ("train", ["<unk>"]), ("valid", ["a"]), ("test", [])])
+    counts, docs = count_tokens(shards)
+    with pytest.raises(DataError, match=r"vocab \(word\): tokenize.word.pattern found no token besides .* in 2 train"):
+        write_vocab("word", counts, docs, VocabLevelParams(), tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
+def test_digits_only_corpus_fails_at_the_vocab_stage(tmp_path: Path) -> None:
+    """corpus, tokenize and vocab as dvc runs them: the ASCII word rule finds no token in digits."""
+    repo = copy_repo(tmp_path / "repo")
+    digits = tmp_path / "digits.txt"
+    digits.write_text("".join(f"{i * 7919 % 100_003} {i}\n" for i in range(400)), encoding="utf-8")
+    over = {
+        "corpus": {"source": "text", "text": {"train": str(digits)}},
+        "tokenize": {"word": {"pattern": "[A-Za-z]+|[-!?.:;,()]"}},  # the book's ASCII rule
+    }
+    write_params(repo / "params.yaml", over)
+    env = tool_env(PREFECT_HOME=str(repo / ".prefect"))
+    run(repo, sys.executable, "-m", "pipeline.corpus", env=env, timeout=120)
+    run(repo, sys.executable, "-m", "pipeline.tokenize", "--level", "word", "--workers", "1", env=env, timeout=120)
+    proc = run(repo, sys.executable, "-m", "pipeline.vocab", "--level", "word", env=env, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: vocab (word): tokenize.word.pattern"), proc.stderr
+    assert "train documents" in lines[0] and "tokenize.word.pattern: unicode" in lines[0]
+    assert not (repo / "data/vocab/word.json").exists() and not (repo / "data/metrics/vocab-word.json").exists()

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,8 +62,11 @@ from pipeline.download import request
 from pipeline.errors import DataError, ParamsError, shown
 from pipeline.io import atomic_open
 from pipeline.params import ArxivParams
+from pipeline.progress import Progress
 from pipeline.sources import xmlerrors
 from pipeline.sources.text import holdout_splits
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
@@ -268,20 +271,24 @@ def iter_papers(
     seen: set[str] = set()
     total: int | None = None
     start = 0
-    while True:
-        limit = params.max_results if total is None else min(params.max_results, total)
-        if start >= limit:
-            return
-        page = client.cached(start)
-        if page is None:
-            page = _fetch_page(client, start, total)
-        if total is None:
-            total = page.total
-        for paper in page.papers:
-            if paper.base_id not in seen:
-                seen.add(paper.base_id)
-                yield paper
-        start += params.page_size
+    # Progress through the results: up to max_results, until the first page says how many there are.
+    with Progress("corpus arxiv", params.max_results, unit="results", logger=logger) as progress:
+        while True:
+            limit = params.max_results if total is None else min(params.max_results, total)
+            if start >= limit:
+                return
+            page = client.cached(start)
+            if page is None:
+                page = _fetch_page(client, start, total)
+            if total is None:
+                total = page.total
+                progress.set_total(min(params.max_results, total))
+            for paper in page.papers:
+                if paper.base_id not in seen:
+                    seen.add(paper.base_id)
+                    yield paper
+            start += params.page_size
+            progress.set(min(start, min(params.max_results, total)))
 
 
 def _fetch_page(client: _Client, start: int, total: int | None) -> Page:
@@ -302,9 +309,8 @@ def _fetch_page(client: _Client, start: int, total: int | None) -> Page:
                 f"{tries} times; the {start // params.page_size} pages before it are cached in {client.folder}: "
                 "rerun later to resume"
             )
-        print(
-            f"arxiv: page at start={start} has {len(page.papers)} of {want} entries after {tries} tries; keeping it",
-            file=sys.stderr,
+        logger.warning(
+            f"arxiv: page at start={start} has {len(page.papers)} of {want} entries after {tries} tries; keeping it"
         )
     client.keep(start, body)
     return page
@@ -367,7 +373,7 @@ def read(params: ArxivParams) -> Iterator[pa.Table]:
                 f"arxiv: {what}, and no other paper was left: the feed at {params.url} declares entities, which "
                 "the arXiv API never does; check corpus.arxiv.url"
             )
-        print(f"arxiv: dropped {what}; {count} papers kept", file=sys.stderr)
+        logger.warning(f"arxiv: dropped {what}; {count} papers kept")
     if count == 0:
         raise DataError(
             f"arxiv: the query {build_query(params.categories, params.keywords)!r} matched no papers; "

@@ -3,7 +3,10 @@
 Reading. ``open_dump`` sniffs the format from the file's first bytes, not its
 name. bz2 is decompressed in a separate ``bzip2 -dc`` process when that program
 exists (else in a Python thread: ``bz2`` releases the GIL), so it overlaps with
-parsing and markup stripping on the other core.
+parsing and markup stripping on the other core. ``open_dump_at`` also tells how far
+into the (compressed) file the decompressor has read: every decoder reads one file
+object this process opened (the bzip2 process as its stdin, sharing its offset), so
+its position is the progress through the dump.
 
 Multistream dumps (``…-multistream.xml.bz2`` with ``…-multistream-index.txt.bz2``)
 are independent bz2 streams of ~100 pages each. ``stream_ranges`` yields their
@@ -17,12 +20,13 @@ import bz2
 import contextlib
 import gzip
 import io
+import os
 import queue
 import shutil
 import subprocess
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -49,13 +53,17 @@ def _magic(path: Path) -> bytes:
 
 
 class _Bzip2Process(io.RawIOBase):
-    """The output of ``bzip2 -dc path``: decompression on another core, in another process."""
+    """The output of ``bzip2 -dc < path``: decompression on another core, in another process.
 
-    def __init__(self, path: Path, binary: str, fix: str = REPLACE) -> None:
+    ``source`` is ``path`` opened by the caller: bzip2 reads it as its stdin, which shares the
+    file offset with this process, where ``os.lseek`` reads it as the progress.
+    """
+
+    def __init__(self, path: Path, binary: str, source: IO[bytes], fix: str = REPLACE) -> None:
         self.path = path
         self.fix = fix
         self._proc = subprocess.Popen(
-            [binary, "-dc", "--", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+            [binary, "-dc"], stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
         )
         assert self._proc.stdout is not None
         self._out = self._proc.stdout
@@ -97,8 +105,9 @@ class _Bzip2Process(io.RawIOBase):
 class _Bz2Thread(io.RawIOBase):
     """Python's bz2 in a background thread (it releases the GIL), when there is no bzip2 program."""
 
-    def __init__(self, path: Path, fix: str = REPLACE) -> None:
+    def __init__(self, path: Path, source: IO[bytes], fix: str = REPLACE) -> None:
         self.path = path
+        self.source = source  # path, opened by the caller
         self.fix = fix
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._stop = threading.Event()
@@ -110,7 +119,7 @@ class _Bz2Thread(io.RawIOBase):
 
     def _run(self) -> None:
         try:
-            with bz2.open(self.path, "rb") as f:
+            with bz2.open(self.source, "rb") as f:
                 while not self._stop.is_set():
                     block = f.read(READ_CHUNK)
                     if not block:
@@ -165,29 +174,50 @@ def open_dump(path: str | Path, *, decoder: str = "auto", fix: str = REPLACE) ->
             or ``"auto"``: bzip2 when the program is installed, else thread.
         fix: what to do about a damaged file, for error messages.
     """
+    with open_dump_at(path, decoder=decoder, fix=fix) as (stream, _position):
+        yield stream
+
+
+@contextlib.contextmanager
+def open_dump_at(
+    path: str | Path, *, decoder: str = "auto", fix: str = REPLACE
+) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
+    """``open_dump``, and a function that says how many bytes of the file itself (compressed) the
+    decompressor has read so far: the progress through the dump."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; set corpus.wikipedia.url to a dump")
     magic = _magic(path)
+    source = open(path, "rb")  # noqa: SIM115 (closed in the finally below)
     raw: io.RawIOBase | IO[bytes]
-    if magic.startswith(b"BZh"):
-        binary = shutil.which("bzip2") if decoder in ("auto", "bzip2") else None
-        if decoder == "bzip2" and binary is None:
-            raise DataError("the bzip2 program is not installed; use another decoder")
-        if binary is not None:
-            raw = _Bzip2Process(path, binary, fix)
-        elif decoder == "inline":
-            raw = bz2.open(path, "rb")  # noqa: SIM115 (closed in the finally below)
-        else:
-            raw = _Bz2Thread(path, fix)
-    elif magic.startswith(b"\x1f\x8b"):
-        raw = gzip.open(path, "rb")  # noqa: SIM115 (closed in the finally below)
-    else:
-        raw = open(path, "rb")  # noqa: SIM115 (closed in the finally below)
     try:
-        yield io.BufferedReader(raw, READ_CHUNK) if isinstance(raw, io.RawIOBase) else raw
+        if magic.startswith(b"BZh"):
+            binary = shutil.which("bzip2") if decoder in ("auto", "bzip2") else None
+            if decoder == "bzip2" and binary is None:
+                raise DataError("the bzip2 program is not installed; use another decoder")
+            if binary is not None:
+                raw = _Bzip2Process(path, binary, source, fix)
+            elif decoder == "inline":
+                raw = bz2.open(source, "rb")  # noqa: SIM115 (closed in the finally below)
+            else:
+                raw = _Bz2Thread(path, source, fix)
+        elif magic.startswith(b"\x1f\x8b"):
+            raw = gzip.open(source, "rb")  # noqa: SIM115 (closed in the finally below)
+        else:
+            raw = source
+    except BaseException:
+        source.close()
+        raise
+
+    def position() -> int:
+        # The file offset, which the bzip2 process moves too (its stdin); a closed file read it all.
+        return path.stat().st_size if source.closed else os.lseek(source.fileno(), 0, os.SEEK_CUR)
+
+    try:
+        yield (io.BufferedReader(raw, READ_CHUNK) if isinstance(raw, io.RawIOBase) else raw), position
     finally:
         raw.close()
+        source.close()
 
 
 # --- multistream -------------------------------------------------------------------------

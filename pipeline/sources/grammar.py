@@ -26,6 +26,7 @@ notebook of the ``theano_lstm`` package.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import random
 from collections.abc import Iterator
@@ -35,6 +36,9 @@ from itertools import accumulate
 import pyarrow as pa
 
 from pipeline.params import SPLITS, GrammarParams
+from pipeline.progress import Progress
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 # The word pattern that keeps every symbol this grammar emits (params.yaml sets it).
 TOKEN_PATTERN = r"[a-z]+|[-!?.:;,()]"
@@ -231,20 +235,22 @@ def read(params: GrammarParams, grammar: Grammar = DEFAULT) -> Iterator[pa.Table
     """
     sizes = {"train": params.train_docs, "valid": params.valid_docs, "test": params.test_docs}
     batch = 5_000
-    for split in SPLITS:
-        rng = random.Random(f"{params.seed}/{split}")
-        remaining = sizes[split]
-        while remaining:
-            n = min(batch, remaining)
-            remaining -= n
-            docs = [grammar.sample(rng) for _ in range(n)]
-            yield pa.table(
-                {
-                    "split": pa.array([split] * n, pa.string()),
-                    "text": pa.array([render(d) for d in docs], pa.string()),
-                    # The oracle: exact log P(document) in nats, and its word count
-                    # (the word tokenizer's count; +1 for <eos> is added downstream).
-                    "oracle_logprob": pa.array([grammar.logprob(d) for d in docs], pa.float64()),
-                    "oracle_tokens": pa.array([len(d) for d in docs], pa.int32()),
-                }
-            )
+    with Progress("corpus grammar", sum(sizes.values()), unit="documents", logger=logger) as progress:
+        for split in SPLITS:
+            rng = random.Random(f"{params.seed}/{split}")
+            remaining = sizes[split]
+            while remaining:
+                n = min(batch, remaining)
+                remaining -= n
+                docs = [grammar.sample(rng) for _ in range(n)]
+                yield pa.table(
+                    {
+                        "split": pa.array([split] * n, pa.string()),
+                        "text": pa.array([render(d) for d in docs], pa.string()),
+                        # The oracle: exact log P(document) in nats, and its word count
+                        # (the word tokenizer's count; +1 for <eos> is added downstream).
+                        "oracle_logprob": pa.array([grammar.logprob(d) for d in docs], pa.float64()),
+                        "oracle_tokens": pa.array([len(d) for d in docs], pa.int32()),
+                    }
+                )
+                progress.update(n)

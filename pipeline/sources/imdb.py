@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import logging
 import lzma
+import os
 import re
 import tarfile
 import zlib
@@ -59,7 +61,10 @@ import pyarrow as pa
 from pipeline.download import damaged_fix, fetch_source, is_remote, local_path
 from pipeline.errors import DataError, shown
 from pipeline.params import ImdbParams
+from pipeline.progress import Progress
 from pipeline.sources.text import holdout_draw
+
+logger = logging.getLogger(f"rnnlab.{__name__}")
 
 BATCH = 5000
 # The last three path components of a review: split/label/<id>_<rating>.txt
@@ -155,30 +160,42 @@ def _review(m: re.Match[str], data: bytes, where: str, fix: str) -> Review:
     return Review(split, label, rid, rating, f"{split}/{label}/{rid}_{rating}.txt", clean(_decode(data, where, fix)))
 
 
-def _uncompressed(path: Path) -> IO[bytes]:
-    """The tar bytes of an archive: gzip, bz2, xz or none, sniffed from its first bytes.
+def _uncompressed(source: IO[bytes]) -> IO[bytes]:
+    """The tar bytes of an archive opened as ``source``: gzip, bz2, xz or none, sniffed from its first bytes.
 
     Decompressed here rather than by tarfile's stream mode, which never checks the gzip
     trailer: a wrong CRC or length went unnoticed.
     """
-    with open(path, "rb") as f:
-        magic = f.read(6)
+    magic = source.read(6)
+    source.seek(0)
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.open(path, "rb")
+        return gzip.open(source, "rb")
     if magic.startswith(b"BZh"):
-        return bz2.open(path, "rb")
+        return bz2.open(source, "rb")
     if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(path, "rb")
-    return open(path, "rb")
+        return lzma.open(source, "rb")
+    return source
 
 
-def iter_archive(path: Path, limits: _Limits | None = None) -> Iterator[Review]:
-    """Reviews from a ``.tar.gz`` (or ``.tar``), streaming: members are read in archive order."""
+POSITION_EVERY = 256  # archive members between reads of the archive's position, for the progress
+
+
+def iter_archive(path: Path, limits: _Limits | None = None, progress: Progress | None = None) -> Iterator[Review]:
+    """Reviews from a ``.tar.gz`` (or ``.tar``), streaming: members are read in archive order.
+
+    ``progress`` (in bytes of the archive file) is set to how far it was read.
+    """
     limits = limits or _Limits(64_000_000, "corpus.imdb", "replace it with an intact copy of aclImdb_v1.tar.gz")
     member: tarfile.TarInfo | None = None
     try:
-        with _uncompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-            for member in tar:
+        with (
+            open(path, "rb") as source,
+            _uncompressed(source) as raw,
+            tarfile.open(fileobj=raw, mode="r|") as tar,
+        ):
+            for n, member in enumerate(tar):
+                if progress is not None and n % POSITION_EVERY == 0:
+                    progress.set(os.lseek(source.fileno(), 0, os.SEEK_CUR))
                 check_member(member, str(path))
                 m = REVIEW.search(member.name) if member.isfile() else None
                 if m is None:
@@ -194,6 +211,8 @@ def iter_archive(path: Path, limits: _Limits | None = None) -> Iterator[Review]:
             # stream, so that its checksum (gzip's CRC and length, bz2's, xz's) is verified.
             while raw.read(1 << 20):
                 pass
+            if progress is not None:
+                progress.set(os.lseek(source.fileno(), 0, os.SEEK_CUR))
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
         after = f" after member {shown(member.name)}" if member is not None else ""
         raise DataError(
@@ -210,8 +229,8 @@ def _root(folder: Path) -> Path:
     raise DataError(f"{folder}: no train/ or test/ folder here or in {folder / 'aclImdb'}; point url at aclImdb/")
 
 
-def iter_folder(folder: Path, limits: _Limits | None = None) -> Iterator[Review]:
-    """Reviews from an extracted folder, sorted by split, label and id."""
+def iter_folder(folder: Path, limits: _Limits | None = None, progress: Progress | None = None) -> Iterator[Review]:
+    """Reviews from an extracted folder, sorted by split, label and id; ``progress`` counts the files."""
     limits = limits or _Limits(64_000_000, "corpus.imdb", "replace it with an intact copy of aclImdb")
     root = _root(folder)
     found = []
@@ -223,7 +242,11 @@ def iter_folder(folder: Path, limits: _Limits | None = None) -> Iterator[Review]
             m = REVIEW.search(f"{split}/{label}/{file.name}")
             if m is not None and file.is_file():
                 found.append((_ORDER[(split, label)], _name(m, str(file), limits.fix)[2], file, m))
+    if progress is not None:
+        progress.set_total(len(found))
     for _, _, file, m in sorted(found, key=lambda t: t[:3]):
+        if progress is not None:
+            progress.update()
         with open(file, "rb") as f:
             data = f.read(limits.max_bytes + 1)  # bounded even if the file grew since it was listed
         if len(data) > limits.max_bytes:
@@ -254,15 +277,21 @@ def reviews(params: ImdbParams, key: str = "corpus.imdb") -> Iterator[Review]:
     ``key``: where ``params`` sit in params.yaml (``corpus.imdb`` or ``imdb_data.source``), for messages.
     """
     max_bytes = int(params.max_review_mb * 1e6)
+    desc = f"{key.replace('.', ' ', 1)}"  # "corpus imdb"
     if not is_remote(params.url) and local_path(params.url).is_dir():
         folder = local_path(params.url)
-        source = iter_folder(folder, _Limits(max_bytes, key, damaged_fix(params.url, folder, f"{key}.url")))
+        limits = _Limits(max_bytes, key, damaged_fix(params.url, folder, f"{key}.url"))
+        progress = Progress(desc, None, unit="files", logger=logger)
+        source = iter_folder(folder, limits, progress)
     else:
         archive = fetch_source(params)
-        source = iter_archive(archive, _Limits(max_bytes, key, damaged_fix(params.url, archive, f"{key}.url")))
-    for review in source:
-        if review.label != "unsup" or params.unsup:
-            yield review
+        limits = _Limits(max_bytes, key, damaged_fix(params.url, archive, f"{key}.url"))
+        progress = Progress(desc, archive.stat().st_size, unit="B", logger=logger)
+        source = iter_archive(archive, limits, progress)
+    with progress:
+        for review in source:
+            if review.label != "unsup" or params.unsup:
+                yield review
 
 
 def read(params: ImdbParams, key: str = "corpus.imdb") -> Iterator[pa.Table]:

@@ -38,7 +38,7 @@ chapter 6.
 from __future__ import annotations
 
 import io
-import sys
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,19 +51,23 @@ from lxml import etree
 from pipeline.download import damaged_fix, fetch, fetch_source
 from pipeline.errors import DataError, shown
 from pipeline.params import WikipediaParams
+from pipeline.progress import Progress
 from pipeline.sources import xmlerrors
 from pipeline.sources.dumpfiles import (
     DECOMPRESSION_ERRORS,
     REPLACE,
     decompress_streams,
     open_dump,
+    open_dump_at,
     reason,
     stream_ranges,
 )
 from pipeline.sources.text import holdout_splits
 from pipeline.sources.wikimarkup import DROP_LINK_PREFIXES, strip_markup
 
+logger = logging.getLogger(f"rnnlab.{__name__}")
 BATCH = 1000  # articles per document-table batch
+POSITION_EVERY = 64  # articles between reads of the dump's position (a system call) for the progress
 MAX_PAGE_ID = 2**63 - 1  # page ids are int64 in the document table and the holdout hash
 
 # The dump's <siteinfo> adds its localized names for these namespaces to DROP_LINK_PREFIXES.
@@ -337,11 +341,12 @@ def articles_table(articles: list[Article], holdout: float, seed: int) -> pa.Tab
     )
 
 
-def _articles(params: WikipediaParams, dump: Path, stats: Stats) -> Iterator[Article]:
+def _articles(params: WikipediaParams, dump: Path, stats: Stats, progress: Progress | None) -> Iterator[Article]:
+    """The dump's kept articles; ``progress`` (in bytes of the dump) is set to how far it was read."""
     fix = damaged_fix(params.url, dump, "corpus.wikipedia.url")  # fetch a downloaded dump again, not a local one
     if params.index_url is None:
-        with open_dump(dump, fix=fix) as stream:
-            yield from iter_articles(
+        with open_dump_at(dump, fix=fix) as (stream, position):
+            articles = iter_articles(
                 stream,
                 source=str(dump),
                 namespaces=params.namespaces,
@@ -349,6 +354,10 @@ def _articles(params: WikipediaParams, dump: Path, stats: Stats) -> Iterator[Art
                 stats=stats,
                 fix=fix,
             )
+            for n, article in enumerate(articles, start=1):
+                if progress is not None and n % POSITION_EVERY == 0:
+                    progress.set(position())
+                yield article
         return
     index = fetch(params.index_url, params.cache_dir, retries=params.retries, timeout=params.timeout)
     drop = drop_prefixes_from(read_siteinfo(dump, fix))
@@ -358,6 +367,8 @@ def _articles(params: WikipediaParams, dump: Path, stats: Stats) -> Iterator[Art
         )
         stats.add(chunk.stats)
         yield from chunk.articles
+        if progress is not None:
+            progress.set(end)
 
 
 def read(params: WikipediaParams) -> Iterator[pa.Table]:
@@ -366,22 +377,29 @@ def read(params: WikipediaParams) -> Iterator[pa.Table]:
     stats = Stats()
     batch: list[Article] = []
     taken = 0
-    articles = _articles(params, dump, stats)
-    try:
-        for article in articles:
-            batch.append(article)
-            taken += 1
-            if len(batch) == BATCH:
-                yield articles_table(batch, params.holdout, params.seed)
-                batch = []
-            if params.max_articles is not None and taken >= params.max_articles:
-                break
-    finally:
-        articles.close()  # stops the decompressor when max_articles cut the dump short
-    if batch:
-        yield articles_table(batch, params.holdout, params.seed)
-    print(
+    # Progress through the dump's compressed bytes; with max_articles, through those articles.
+    limit = params.max_articles
+    total, unit = (dump.stat().st_size, "B") if limit is None else (limit, "articles")
+    with Progress("corpus wikipedia", total, unit=unit, logger=logger) as progress:
+        articles = _articles(params, dump, stats, progress if limit is None else None)
+        try:
+            for article in articles:
+                batch.append(article)
+                taken += 1
+                if len(batch) == BATCH:
+                    yield articles_table(batch, params.holdout, params.seed)
+                    batch = []
+                if limit is not None:
+                    progress.update()
+                    if taken >= limit:
+                        break
+        finally:
+            articles.close()  # stops the decompressor when max_articles cut the dump short
+        if batch:
+            yield articles_table(batch, params.holdout, params.seed)
+        if limit is None:
+            progress.set(total)
+    logger.info(
         f"wikipedia: {dump.name}: {stats.pages} pages read, {stats.kept} kept; skipped {stats.redirects} "
-        f"redirects, {stats.other_namespace} in other namespaces, {stats.short} too short",
-        file=sys.stderr,
+        f"redirects, {stats.other_namespace} in other namespaces, {stats.short} too short"
     )
