@@ -153,8 +153,9 @@ class LanguageModel:
     ) -> Generation:
         """Sample (p_i ∝ exp(log p_i / temperature), Abrahams et al. 2016, ch. 6) or decode greedily, after ``prime``.
 
-        Ends after ``max_tokens``, at <eos>, or after the ``stop`` token (kept). The prime
-        goes through the model once; each new token is then one step on the carried state.
+        Ends after ``max_tokens``, at <eos>, or after the ``stop`` token (kept); without a prime,
+        not before the first token. The prime goes through the model once; each new token is then
+        one step on the carried state.
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -171,6 +172,10 @@ class LanguageModel:
         amp = autocast(self.device)  # re-entrant: one context for every step
         out: list[int] = []
         for i in range(max_tokens):
+            if i == 0 and len(ids) == 1:
+                # A new document (no prime): it never ends before its first token, as no document in
+                # the training data is empty; an <eos> here would only give an empty sample.
+                last[EOS] = -math.inf
             if greedy:
                 last[PAD] = -math.inf  # <pad> is never a real next token
                 nxt = int(last.argmax())

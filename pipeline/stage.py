@@ -123,15 +123,18 @@ def stop_signals() -> Iterator[None]:
 
 
 def report_error(line: str) -> None:
-    """Print ``line`` on stderr, and append it to the file ERROR_FILE_ENV names, if any."""
-    print(line, file=sys.stderr, flush=True)
+    """Print ``line`` on stderr; under a command that named a file in ERROR_FILE_ENV, append it there
+    instead: that command repeats it as its last line, after DVC's own report of the failed stage."""
     if path := os.environ.get(ERROR_FILE_ENV):
         try:  # appended only if the command still waits for it: never creates a stray file
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError:
-            return  # the run goes on without it: DVC still reports that the stage failed
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(line.replace("\n", " ") + "\n")
+            pass  # the command is gone: print it here after all
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(line.replace("\n", " ") + "\n")
+            return
+    print(line, file=sys.stderr, flush=True)
 
 
 NEARLY_FULL = 256 * 2**20  # bytes free below which a filesystem counts as (nearly) full...

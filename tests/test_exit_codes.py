@@ -1,5 +1,5 @@
 """Exit codes through DVC: ``rnnlab repro``, ``rnnlab dvc`` and ``rnnlab recipe`` exit 2 and repeat the
-stage's ``error:`` line last when a stage refused a user error (DVC alone would say 255), and exit with
+stage's ``error:`` line last (once) when a stage refused a user error (DVC alone would say 255), and exit with
 DVC's code otherwise; a user error raised inside a Prefect flow prints that one line, no traceback;
 and ``rnnlab dvc queue start`` without a lasting server is refused in one line."""
 
@@ -58,7 +58,7 @@ def test_a_stage_that_refuses_a_user_error_makes_rnnlab_exit_2_with_its_line_las
     assert launched.proc.returncode == 2, out[-4000:]  # DVC itself exits 255 here
     stage_line = "error: corpus: source 'text' produced no documents"
     assert last_line(out).startswith(stage_line), out[-4000:]
-    assert out.count(stage_line) == 2  # the stage's own line, then rnnlab's repeat of it, last
+    assert out.count(stage_line) == 1  # once, last: the stage hands it to rnnlab, which ends on it
     assert "Traceback" not in out and none_left(launched.mark) == []
 
 
@@ -87,7 +87,7 @@ def test_a_user_error_inside_a_flow_is_one_line_and_exit_2(repo: Path, prefect_a
     assert "Traceback" not in out and "Encountered exception" not in out, out[-6000:]
     line = last_line(out)
     assert re.match(r"error: .*train\.word\.device.*cuda", line), out[-4000:]
-    assert out.count(line) == 2, out[-4000:]  # the stage's, and rnnlab's repeat
+    assert out.count(line) == 1, out[-4000:]  # once, last (the stage handed it to rnnlab)
     assert none_left(launched.mark) == []
 
 
@@ -120,3 +120,4 @@ def test_a_stage_run_alone_appends_nothing_without_the_file(tmp_path: Path) -> N
     gone.write_text("", encoding="utf-8")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert gone.read_text(encoding="utf-8") == "error: x.y: bad; set it to 1\n"
+    assert proc.stderr == ""  # the command that waits for the file ends on the line, once

@@ -117,6 +117,14 @@ def test_greedy_stops_at_the_chosen_token(word: LanguageModel) -> None:
         word.generate("the", greedy=True, stop="zebra")
 
 
+def test_a_sample_without_a_prime_is_never_empty(word: LanguageModel) -> None:
+    """A new document starts with a token: <eos> first would only be an empty sample (the preflight
+    turns a prime the vocabulary cannot read into "", so this is what such corpora sample)."""
+    for seed in range(20):
+        assert word.generate("", 10, temperature=3.0, seed=seed).tokens, seed
+    assert word.generate("", 10, greedy=True).tokens
+
+
 def test_prime_uses_the_checkpoints_tokenizer(word: LanguageModel, models: dict[str, Path]) -> None:
     assert word.tokenize("The CAT ran, -ship.") == ["the", "cat", "ran", ",", "-", "ship", "."]
     assert word.encode("the cat")[0] == EOS

@@ -250,3 +250,15 @@ def test_corpus_stage_on_a_one_line_book(tmp_path: Path) -> None:
     total = sum(v["chars"] for v in splits.values())
     assert total == len(book.read_text(encoding="utf-8"))
     assert abs(splits["valid"]["chars"] / total - 0.05) < 0.01 and abs(splits["train"]["chars"] / total - 0.9) < 0.01
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
+    """Windows editors save UTF-8 with a BOM and CRLF: neither reaches the documents."""
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffFirst line.\r\nSecond line.\r\n".encode())
+    assert [line for _, line in text.iter_lines(bom)] == ["First line.", "Second line."]
+    whole = tmp_path / "docs"
+    whole.mkdir()
+    (whole / "a.txt").write_bytes("\ufeffOne document.\n".encode())
+    p = TextParams(train=str(whole), unit="file", valid=str(whole), test=str(whole))
+    assert [doc for _, doc in text.iter_documents(whole, p)] == ["One document.\n"]

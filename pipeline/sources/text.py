@@ -1,8 +1,8 @@
 """Local plain-text corpora: a file or a folder of files, one document per line or per file.
 
-Text must be UTF-8. By default an invalid byte is an error that names the
-file and the byte offset; ``errors: replace`` substitutes U+FFFD instead.
-Blank lines are not documents.
+Text must be UTF-8 (a leading byte-order mark is dropped). By default an invalid
+byte is an error that names the file and the byte offset; ``errors: replace``
+substitutes U+FFFD instead. Blank lines are not documents.
 
 When ``valid`` or ``test`` is not given, a ``holdout`` fraction of the train
 documents is moved there. The choice hashes (seed, document number), so it is
@@ -30,6 +30,7 @@ from pipeline.progress import Progress, file_bytes
 logger = logging.getLogger(f"rnnlab.{__name__}")
 Advance = Callable[[int], object] | None  # told how many more bytes of the files were read
 
+BOM = "\ufeff"  # a byte-order mark some editors put first in a UTF-8 file: not text, so dropped
 CHUNK_BYTES = 8 << 20  # read files in slices of this size: memory stays bounded
 DECIDE_BATCH = 1000  # documents per hash draw while deciding how to hold out
 CUT_WINDOW = 200  # a cut by characters moves at most this far forward to the next whitespace
@@ -83,7 +84,10 @@ def iter_lines(path: Path, errors: str = "strict", advance: Advance = None) -> I
             if data:
                 if advance is not None:
                     advance(len(data))
-                for line in decode_utf8(data, path, offset, errors).split("\n"):
+                text = decode_utf8(data, path, offset, errors)
+                if offset == 0:
+                    text = text.removeprefix(BOM)
+                for line in text.split("\n"):
                     lineno += 1
                     line = line.rstrip("\r")
                     if line.strip():
@@ -101,7 +105,7 @@ def iter_documents(path: Path, params: TextParams, advance: Advance = None) -> I
             data = file.read_bytes()
             if advance is not None:
                 advance(len(data))
-            text = decode_utf8(data, file, 0, params.errors)
+            text = decode_utf8(data, file, 0, params.errors).removeprefix(BOM)
             if text.strip():
                 yield str(file), text
         else:
