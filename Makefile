@@ -85,7 +85,7 @@ server: $(VENV)/.installed
 
 # Serve retraining on params.yaml's `schedule` to that server (another: make serve PREFECT_API_URL=...).
 serve: $(VENV)/.installed
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/python -m flows.serve
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/python -m ops.serve
 
 # One retraining run now: pull, repro, compare, promote if better, push.
 retrain: $(VENV)/.installed
@@ -93,10 +93,10 @@ retrain: $(VENV)/.installed
 
 remote-local: $(VENV)/.installed
 	@test -n "$(REMOTE)" || { echo "error: name the folder: make remote-local REMOTE=/mnt/team/rnnlab-dvc" >&2; exit 2; }
-	$(BIN)/python -m flows.remote add-local "$(REMOTE)"
+	$(BIN)/python -m ops.remote add-local "$(REMOTE)"
 
 push pull: $(VENV)/.installed
-	$(BIN)/python -m flows.remote $@
+	$(BIN)/python -m ops.remote $@
 
 # The UI screenshot test needs Debian's chromium (never a browser a tool downloads): installed
 # here when missing and we are root with apt; otherwise that one test skips and says why.

@@ -299,13 +299,23 @@ def stage_main(doc: str | None, argv: Sequence[str] | None, body: Callable[..., 
 
 
 def wait_for_prefect() -> None:
-    """Block until the configured Prefect API answers (none configured: the flow starts its own)."""
+    """Block until the configured Prefect API answers (none configured: the flow starts its own):
+    a server still starting, e.g. ``rnnlab repro``'s. The deadline is the one Prefect's own start-up
+    of a server keeps (``server.ephemeral.startup_timeout_seconds``, raised in prefect.toml)."""
     from prefect.settings import get_current_settings
 
-    from flows.server import wait_for_api  # here, not above: it cannot change what a stage writes
+    from pipeline import procs  # here, not above: it cannot change what a stage writes
 
-    if api := get_current_settings().api.url:
-        wait_for_api(api, say=lambda line: print(f"rnnlab: {line}", file=sys.stderr, flush=True))
+    settings = get_current_settings()
+    if (api := settings.api.url) and not procs.healthy(api):
+        procs.wait_until(
+            f"the Prefect API at {api}",
+            lambda: procs.healthy(api),
+            float(settings.server.ephemeral.startup_timeout_seconds),
+            say=lambda line: print(f"rnnlab: {line}", file=sys.stderr, flush=True),
+            hint="is the server running? `make server` starts one; or unset PREFECT_API_URL to let each flow "
+            "start a temporary server of its own",
+        )
 
 
 def stop_as_stage(call: Callable[[], object]) -> None:

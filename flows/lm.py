@@ -65,7 +65,7 @@ def spec(level: str) -> stage.StageSpec:
             "flows/common.py",
             "flows/evaluate.py",
             "flows/ngram.py",
-            "flows/procs.py",
+            "pipeline/procs.py",
             "flows/sample.py",
             "flows/train.py",
             *code_files(model_code("flows.lm")),  # the trained model's, the n-gram's and the sampler's

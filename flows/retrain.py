@@ -2,7 +2,7 @@
 
     python -m flows.retrain                          # once, now (make retrain)
     python -m flows.retrain --level word -S train.word.lr=0.01 --remote team
-    python -m flows.serve                            # on the `schedule` in params.yaml (make serve)
+    python -m ops.serve                              # on the `schedule` in params.yaml (make serve)
 
 Each run, in the repository ``repo``:
 
@@ -15,7 +15,7 @@ Each run, in the repository ``repo``:
    ``artifacts/<level>/evaluation.json``) against the promoted model's on the same held-out data
    (its recorded number when the data and the evaluation are the same, else the promoted
    checkpoint re-scored on the current split);
-4. promotion when better by ``retrain.margin`` (flows/registry.py: an atomic pointer update,
+4. promotion when better by ``retrain.margin`` (models/registry.py: an atomic pointer update,
    tracked by ``dvc add registry``), a markdown artifact ``promotion-<level>`` that states the
    decision, and a table artifact ``promotion-<level>-decision`` with its numbers;
 5. ``dvc push`` when a remote is configured (retried).
@@ -42,11 +42,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 
-from flows import procs, registry, server
-from flows import remote as dvc_remote
 from flows.common import markdown_table, quiet_prefect_logs, stop_as_stage
-from pipeline import paths, stage
+from models import registry
+from pipeline import dvc_remote, paths, procs, stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.io import read_json, sha256_file
 from pipeline.params import LEVELS, PARAMS_FILE, Level, Params, validate
@@ -67,7 +67,7 @@ def _log(line: str) -> None:
 
 def prefect_env() -> dict[str, str]:
     """PREFECT_API_URL of this run, passed on to the stage flows that DVC starts."""
-    url = server.configured_api()
+    url = get_current_settings().api.url  # the environment, the active profile, prefect.toml
     return {"PREFECT_API_URL": url} if url else {}
 
 
@@ -117,7 +117,7 @@ def reproduce(root: Path, targets: list[str], overrides: dict[str, Override]) ->
 
 
 def _dvc(root: Path, *args: str) -> None:
-    """``dvc ARGS`` with its output in the run's log, as flows/remote.py runs it, except that its
+    """``dvc ARGS`` with its output in the run's log, as pipeline/dvc_remote.py runs it, except that its
     whole process tree (the running stage, torchrun under it) stops with this run: when SIGTERM or
     Ctrl-C stops ``make retrain``, or when the run is cancelled (the UI, ``prefect flow-run cancel``:
     the runner sends SIGTERM, which Prefect raises here as TerminationSignal)."""

@@ -407,7 +407,7 @@ class SampleLevels(Section):
     char: SampleParams
 
 
-# --- retrain / schedule: flows/retrain.py and flows/serve.py (README, "Teams") ---------------
+# --- retrain / schedule: flows/retrain.py and ops/serve.py (README, "Teams") ---------------
 
 
 class RetrainParams(Section):
@@ -482,7 +482,7 @@ def cron_problem(expr: str) -> str | None:
 
 
 class ScheduleParams(Section):
-    """The retraining deployment that ``python -m flows.serve`` serves (README, "Teams")."""
+    """The retraining deployment that ``python -m ops.serve`` serves (README, "Teams")."""
 
     deployment: str = Field("scheduled", min_length=1)  # shown in the UI as retrain/<deployment>
     cron: str | None = "0 3 * * *"  # when to retrain; null: every `interval` seconds instead

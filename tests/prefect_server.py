@@ -6,7 +6,7 @@
     with postgres_cluster(tmp_path / "pg") as db, prefect_server(tmp_path / "srv", database_url=db) as api:
         ...                                     # the same server, its database in PostgreSQL
 
-The project's own server code (flows/server.py: a free port, the UI pointed at its API, a
+The project's own server code (ops/server.py: a free port, the UI pointed at its API, a
 polled start-up with a deadline, the process group stopped on exit), with the server's own
 PREFECT_HOME (database included, unless it is PostgreSQL's) under the given folder.
 
@@ -31,7 +31,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from flows.server import free_port, local_server, wait_until
+from ops.server import free_port, local_server
+from pipeline.procs import wait_until
 from tests.support import tool_env
 
 

@@ -162,7 +162,8 @@ def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm
 def test_a_promotion_is_published_as_text_and_as_a_table_of_its_numbers() -> None:
     from prefect import flow
 
-    from flows import registry, retrain
+    from flows import retrain
+    from models import registry
 
     before = {"checkpoint_sha256": "a" * 64, "model": "registry/models/word-aaaaaaaaaaaa"}
     d = registry.decide(9.0, "b" * 64, before, 10.0, "valid", 0.01)

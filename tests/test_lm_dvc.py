@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.server import local_server, port_taken
+from ops.server import local_server, port_taken
 from pipeline.io import read_json
 from tests.conftest import LM_PARAMS
 from tests.prefect_server import PREFECT_HTTP

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import recipes
-from flows.cli import main
+from ops import recipes
+from ops.cli import main
 from pipeline.params import validate
 from tests.support import ROOT, SHARED_DATA, VENV_BIN, copy_repo, run, tool_env
 

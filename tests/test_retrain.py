@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from flows import registry, retrain, serve
-from flows.server import free_port
+from flows import retrain
+from models import registry
+from ops import serve
+from ops.server import free_port
 from pipeline.errors import ParamsError
 from pipeline.io import read_json, sha256_file
 from pipeline.params import cron_problem, read_params, validate
@@ -128,7 +130,7 @@ def test_serve_without_a_server_prints_one_clean_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=url)
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.serve", "--repo", str(ROOT)],
+        [sys.executable, "-m", "ops.serve", "--repo", str(ROOT)],
         cwd=ROOT,
         env=env,
         capture_output=True,

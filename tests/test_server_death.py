@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.server import log_tail
+from ops.server import log_tail
 from tests.conftest import LM_PARAMS
 from tests.procsupport import STOP_LIMIT, Launched, left, lock_outs, none_left
 from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params

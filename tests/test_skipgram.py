@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from flows.cli import main as cli
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
+from ops.cli import main as cli
 from pipeline.errors import DataError
 from pipeline.params import (
     SkipgramParams,

@@ -75,7 +75,7 @@ def test_repro_skipgram_then_every_task(tmp_path: Path, shared_data: Path) -> No
         report = read_json(art / "report.json")
         assert set(report["neighbors"]) == {"cat", "ran"} and len(report["neighbors"]["cat"]) == 10
         assert read_json(art / "metrics.json") == {"valid_loss": report["valid_loss"], "step": 1}  # DVCLive
-        nb = run(repo, "python", "-m", "flows.cli", "neighbors", "cat", "-k", "3", "--json", env=env).stdout
+        nb = run(repo, "python", "-m", "ops.cli", "neighbors", "cat", "-k", "3", "--json", env=env).stdout
         assert len(json.loads(nb)["neighbors"]["cat"]) == 3
 
         out = run(repo, "dvc", "repro", "tasks/dvc.yaml", env=env).stdout

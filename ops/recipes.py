@@ -13,7 +13,7 @@ values, exactly what ``dvc exp run -S`` takes. The command
    typo fails here in a second with the key named, never halfway through a DVC run;
 2. sets ``corpus.source=text`` and ``corpus.text.{train,valid,test}`` (absent splits: null, so that
    ``corpus.text.holdout`` of train is held out for each);
-3. runs ``dvc exp run [lm@<level>] -S ...`` through flows/repro.py, with one Prefect server for the
+3. runs ``dvc exp run [lm@<level>] -S ...`` through ops/repro.py, with one Prefect server for the
    whole run. A recipe whose keys name one level (``train.char.*``, ...) runs that level's model
    and the data stages under it only: the other level's model would train on your corpus with
    params.yaml's defaults, for nothing.
@@ -342,7 +342,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, again: str | None = None) -> int:
     """Check, then run (or with --dry-run print) the experiment; exit 2 with one line on a problem.
 
-    Running, it exits as ``rnnlab repro`` does (flows/repro.py): 2 when a stage refused a user
+    Running, it exits as ``rnnlab repro`` does (ops/repro.py): 2 when a stage refused a user
     error, 130 or 143 when stopped, else DVC's code. ``again`` is the command that resumes it.
     """
     try:
@@ -357,6 +357,6 @@ def main(args: argparse.Namespace, again: str | None = None) -> int:
         return 0
     target = f"lm@{p.level} and the stages under it" if p.level else "every stage"
     print(f"rnnlab: recipe {p.recipe} ({target}): {p.command()}", file=sys.stderr, flush=True)
-    from flows import repro  # Prefect loads only when something runs
+    from ops import repro  # Prefect loads only when something runs
 
     return repro.main(p.dvc_args, args.port, again or f"rnnlab recipe {shlex.quote(args.recipe)} ...")

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--port", type=_positive_int, help="port for the server this starts (default: a free one)")
     dv.add_argument("dvc_args", nargs=argparse.REMAINDER, help="the dvc command and its arguments")
 
-    from flows import recipes  # yaml and params only: --help stays fast
+    from ops import recipes  # yaml and params only: --help stays fast
 
     recipes.add_parser(sub)
 
@@ -230,7 +230,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def _server(port: int) -> int:
     """Replace this process with the server, so that Ctrl-C and SIGTERM reach it directly."""
-    from flows import server
+    from ops import server
 
     server.check_port(port)
     print(f"Prefect UI: http://{server.HOST}:{port}  (API {server.api_url(port)}); Ctrl-C stops it", flush=True)
@@ -280,7 +280,7 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = _volume(list(sys.argv[1:] if argv is None else argv))
     again = shlex.join(["rnnlab", *argv])  # what resumes an interrupted run
     if argv[:1] in (["repro"], ["dvc"]):
-        from flows import repro
+        from ops import repro
 
         port, dvc_args = _passthrough(parser, argv)
         if not dvc_args:
@@ -291,7 +291,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 0
     if args.command == "recipe":
-        from flows import recipes
+        from ops import recipes
 
         return recipes.main(args, again)
     if args.command == "server":
