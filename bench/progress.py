@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline import log
+from pipeline import log, paths
 from pipeline.progress import MODE_ENV, SECONDS_ENV, Progress
 
 MODES = ("off", "bar", "lines")
@@ -115,24 +115,24 @@ def main() -> None:
     os.chdir(work_dir)  # the stages' paths are relative to the repository root
 
     def build_corpus() -> None:
-        stats = corpus.write_documents(grammar.read(params.corpus.grammar), Path("data/corpus/docs"), "grammar")
+        stats = corpus.write_documents(grammar.read(params.corpus.grammar), paths.DOCS, "grammar")
         corpus.write_metrics(stats, "grammar")
 
     def build_tokens() -> None:
         tok = tokenize.tokenizer_for("word", params.tokenize.word)
-        tokenize.tokenize_table(Path("data/corpus/docs"), Path("data/tokens/word"), tok, 50_000, 1, "tokenize word")
+        tokenize.tokenize_table(paths.DOCS, paths.tokens("word"), tok, 50_000, 1, "tokenize word")
 
     def build_vocab() -> None:
-        counts, docs = vocab.count_tokens(Path("data/tokens/word"), "vocab word")
+        counts, docs = vocab.count_tokens(paths.tokens("word"), "vocab word")
         vocab.write_vocab("word", counts, docs, params.vocab.word)
 
     def build_windows() -> None:
         windows.build(
             "word",
             params.windows.word,
-            Path("data/tokens/word"),
-            Vocab.load("data/vocab/word.json"),
-            Path("data/windows/word"),
+            paths.tokens("word"),
+            Vocab.load(paths.vocab("word")),
+            paths.windows("word"),
         )
 
     train_params = params.train.word.model_copy(update={"epochs": 1, "epoch_size": args.steps, "device": "cpu"})
@@ -140,9 +140,9 @@ def main() -> None:
 
     def train() -> None:
         runs[0] += 1  # a fresh checkpoint folder each time: every timing trains from scratch
-        run = {"fingerprint": "bench", "tokenizer": None, "vocab_path": "data/vocab/word.json"}
-        vocab_ = Vocab.load("data/vocab/word.json")
-        lm_trainer(train_params, Path("data/windows/word"), Path(f"ckpt/{runs[0]}"), vocab_, run).fit()
+        run = {"fingerprint": "bench", "tokenizer": None, "vocab_path": str(paths.vocab("word"))}
+        vocab_ = Vocab.load(paths.vocab("word"))
+        lm_trainer(train_params, paths.windows("word"), Path(f"ckpt/{runs[0]}"), vocab_, run).fit()
 
     pieces = {
         "corpus (grammar)": build_corpus,
@@ -230,7 +230,7 @@ def lm_trainer_steps(params: object) -> int:
     p = params.train.word  # type: ignore[attr-defined]
     if p.epoch_size:
         return int(p.epoch_size)
-    return train_batches(p.mode, Path("data/windows/word/train"), p.batch_size, p.bptt, p.seed).steps_per_pass
+    return train_batches(p.mode, paths.windows("word") / "train", p.batch_size, p.bptt, p.seed).steps_per_pass
 
 
 if __name__ == "__main__":

@@ -50,11 +50,10 @@ from models.preflight import check_lm
 from pipeline import paths, stage
 from pipeline.io import write_json
 from pipeline.params import EvaluateParams, Level, NgramParams, SampleParams, TrainParams, load_params
-from pipeline.paths import ARTIFACTS, checkpoints, evaluation, metrics_file, ngram_scores, plots, samples
+from pipeline.paths import checkpoints, evaluation, lm_outputs, metrics_file, ngram_scores, plots, samples
 
 CURVES = ("train_loss", "valid_loss", "lr")  # per epoch, the DVC plots (loss in nats per token); and "seconds"
 PERPLEXITY_PLOT = "perplexity.json"  # in plots(level): the bars of dvc.yaml's <level>-perplexity
-PLOTS_PAGE = Path("dvc_plots/index.html")  # what `dvc plots show` writes (its default out_dir)
 
 
 def spec(level: str) -> stage.StageSpec:
@@ -126,7 +125,7 @@ def publish_plots(level: Level, result: dict[str, dict[str, Any]]) -> None:
     write_json(plots(level) / PERPLEXITY_PLOT, perplexity_rows(result))
     create_link_artifact(
         key=f"{level}-plots",
-        link=(Path.cwd() / PLOTS_PAGE).as_uri(),
+        link=(Path.cwd() / paths.PLOTS_PAGE).as_uri(),
         link_text=f"{level} level: loss per epoch and per second, learning rate, perplexity beside the n-gram's",
         description=f"The DVC plots page (`dvc plots show` writes it; `dvc plots diff` compares experiments). "
         f"Its data: {Path.cwd() / plots(level)}/",
@@ -146,7 +145,7 @@ def language_model(
     record = train(level, train_params, tokenizer)
     baseline = ngram(level, ngram_params)
     result = evaluate(level, evaluate_params, baseline)
-    write_live(ARTIFACTS / level, record["history"], CURVES, headline(level, result))
+    write_live(lm_outputs(level), record["history"], CURVES, headline(level, result))
     publish_plots(level, result)
     sample(level, sample_params)
     return {"train": record, "evaluation": result}

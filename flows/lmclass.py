@@ -45,14 +45,9 @@ from pipeline import stage
 from pipeline.errors import DataError
 from pipeline.io import read_json, write_json
 from pipeline.params import TrainParams, load_params
-from pipeline.paths import ARTIFACTS, IMDB_DATA
+from pipeline.paths import IMDB_DATA, LMCLASS_CHECKPOINTS, LMCLASS_HISTORY, LMCLASS_METRICS, SENTIMENT_METRICS
 from pipeline.vocab import Vocab
 
-OUT = ARTIFACTS / "lmclass"
-CHECKPOINTS = OUT / "checkpoints"
-HISTORY = OUT / "history.csv"
-METRICS = OUT / "metrics.json"
-SENTIMENT_METRICS = ARTIFACTS / "sentiment" / "metrics.json"  # flows/sentiment.py writes it
 HISTORY_COLUMNS = ("label", "epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr")
 # What the fingerprint hashes: the models/ modules this flow loads.
 CODE = model_code("flows.lmclass")
@@ -76,7 +71,7 @@ def spec() -> stage.StageSpec:
             str(SENTIMENT_METRICS),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.
-        outs=(str(CHECKPOINTS), str(HISTORY), str(METRICS)),
+        outs=(str(LMCLASS_CHECKPOINTS), str(LMCLASS_HISTORY), str(LMCLASS_METRICS)),
     )
 
 
@@ -110,15 +105,15 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
             raise DataError(f"{data}: no windows for class {label!r}; run `dvc repro tasks/dvc.yaml:lmclass_data`")
         fp = train_fingerprint(f"lmclass-{label}", data, train, tokenizer, CODE)
         provenance = {"fingerprint": fp, "tokenizer": tokenizer, "vocab_path": str(IMDB_DATA.vocab)}
-        trainers[label] = lm_trainer(train, data, CHECKPOINTS / label, vocab, provenance, key="lmclass.train")
+        trainers[label] = lm_trainer(train, data, LMCLASS_CHECKPOINTS / label, vocab, provenance, key="lmclass.train")
     train_all(trainers)
-    write_csv(HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
+    write_csv(LMCLASS_HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
     result: dict[str, Any] = {"test": classify_test(trainers, labels, batch_size)}
     result["valid_perplexity"] = {k: t.history[-1]["valid_perplexity"] for k, t in trainers.items()}
     sentiment = read_json(SENTIMENT_METRICS) if Path(SENTIMENT_METRICS).is_file() else None
     if sentiment is not None:
         result["test"]["sentiment_accuracy"] = sentiment["test"]["accuracy"]
-    write_json(METRICS, result)
+    write_json(LMCLASS_METRICS, result)
     rows = [
         {
             "classifier": f"one {train.cell.upper()} LM per class, higher log-likelihood per token",

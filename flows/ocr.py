@@ -39,12 +39,8 @@ from models.trainer import Trainer
 from pipeline import stage
 from pipeline.io import write_json
 from pipeline.params import OcrTaskParams, load_params
-from pipeline.paths import ARTIFACTS, OCR_DOCS
+from pipeline.paths import OCR_CHECKPOINTS, OCR_DOCS, OCR_ERRORS, OCR_LABELLER_METRICS
 
-OUT = ARTIFACTS / "ocr"
-CHECKPOINTS = OUT / "checkpoints"
-ERRORS = OUT / "errors.csv"
-METRICS = OUT / "metrics.json"
 DIRECTIONS = {"bidirectional": True, "unidirectional": False}
 # What the fingerprint hashes: the models/ modules this flow loads, and the OCR split reader.
 CODE = model_code("flows.ocr", "pipeline.ocr.table")
@@ -69,7 +65,7 @@ def spec() -> stage.StageSpec:
             str(OCR_DOCS),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.
-        outs=(str(CHECKPOINTS), str(ERRORS), str(METRICS)),
+        outs=(str(OCR_CHECKPOINTS), str(OCR_ERRORS), str(OCR_LABELLER_METRICS)),
     )
 
 
@@ -94,16 +90,16 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
         def build(device: Any, bi: bool = DIRECTIONS[name]) -> OcrTask:
             return OcrTask(params, OCR_DOCS, device, bidirectional=bi)
 
-        trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr")
+        trainers[name] = Trainer(build, params, OCR_CHECKPOINTS / name, fp, key="ocr")
         log.info(f"{name}: {trainers[name].task.cfg}, {trainers[name].steps_per_epoch} steps per epoch")
     train_all(trainers)
     epochs = [
         {"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
         for i, h in enumerate(trainers[main].history)
     ]
-    write_csv(ERRORS, epochs, ["epoch", *DIRECTIONS])
+    write_csv(OCR_ERRORS, epochs, ["epoch", *DIRECTIONS])
     result = {name: evaluate_test(t, name) for name, t in trainers.items()}
-    write_json(METRICS, result)
+    write_json(OCR_LABELLER_METRICS, result)
     rows = [{"model": f"GRU {params.hidden}, {name}", **m} for name, m in result.items()]
     create_markdown_artifact(
         key="ocr-metrics",

@@ -49,8 +49,8 @@ from models import registry
 from pipeline import dvc_remote, paths, procs, stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.io import read_json, sha256_file
-from pipeline.params import LEVELS, PARAMS_FILE, Level, Params, validate
-from pipeline.paths import checkpoints, evaluation
+from pipeline.params import LEVELS, Level, Params, validate
+from pipeline.paths import PARAMS_FILE, checkpoints, evaluation
 
 Override = str | int | float | bool
 NETWORK_RETRIES = 3
@@ -223,7 +223,7 @@ def compare(root: Path, level: Level, p: Params, overrides: dict[str, Override],
 @task(name="track-registry", cache_policy=NO_CACHE)
 def track_registry(root: Path) -> None:
     """``dvc add registry``: one .dvc file versions every pointer with its model (a no-op when unchanged)."""
-    dvc_remote.dvc(root, "add", "--quiet", registry.REGISTRY.as_posix(), log=_log)
+    dvc_remote.dvc(root, "add", "--quiet", paths.REGISTRY.as_posix(), log=_log)
 
 
 def report(level: str, outcome: dict[str, Any]) -> str:
@@ -240,10 +240,10 @@ def report(level: str, outcome: dict[str, Any]) -> str:
         },
     ]
     where = (
-        f"Registry: `registry/{level}.json` now points at `{outcome['model']}`. Commit it "
+        f"Registry: `{paths.registry_pointer(level)}` now points at `{outcome['model']}`. Commit it "
         "(`git add registry.dvc dvc.lock && git commit`) so the team sees it; `dvc push` shares the files."
         if d["promote"]
-        else f"Registry unchanged: `registry/{level}.json`."
+        else f"Registry unchanged: `{paths.registry_pointer(level)}`."
     )
     return (
         f"# Promotion, {level} level\n\nDecision: **{verdict}**. {d['reason']}.\n\n"
@@ -320,7 +320,7 @@ def retrain(
     outcomes = {level: compare(root, level, p, overrides, force) for level in chosen}
     for level, outcome in outcomes.items():
         publish(level, outcome)
-    if (root / registry.REGISTRY).is_dir():
+    if (root / paths.REGISTRY).is_dir():
         track_registry(root)
     if name:
         push(root, name)

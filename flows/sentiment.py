@@ -46,13 +46,9 @@ from models.trainer import Trainer
 from pipeline import stage
 from pipeline.io import sha256_file, write_json
 from pipeline.params import SentimentParams, load_params
-from pipeline.paths import ARTIFACTS, IMDB_DATA
+from pipeline.paths import IMDB_DATA, SENTIMENT_CHECKPOINTS, SENTIMENT_HISTORY, SENTIMENT_METRICS
 from pipeline.vocab import Vocab
 
-OUT = ARTIFACTS / "sentiment"
-CHECKPOINTS = OUT / "checkpoints"
-HISTORY = OUT / "history.csv"
-METRICS = OUT / "metrics.json"
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_accuracy", "lr")
 # What the fingerprint hashes: the models/ modules this flow loads, and the pretrained-vector aligner.
 CODE = model_code("flows.sentiment", "pipeline.vectors")
@@ -73,7 +69,7 @@ def spec() -> stage.StageSpec:
             str(IMDB_DATA.vocab),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.
-        outs=(str(CHECKPOINTS), str(HISTORY), str(METRICS)),
+        outs=(str(SENTIMENT_CHECKPOINTS), str(SENTIMENT_HISTORY), str(SENTIMENT_METRICS)),
     )
 
 
@@ -114,12 +110,12 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
             embeddings=emb,
         )
 
-    trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment")
+    trainer = Trainer(build, params, SENTIMENT_CHECKPOINTS, fp, key="sentiment")
     log.info(
         f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
     )
     train_all({"": trainer})
-    write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
+    write_csv(SENTIMENT_HISTORY, trainer.history, HISTORY_COLUMNS)
     result: dict[str, Any] = {split: evaluate_split(trainer.task, split) for split in ("valid", "test")}
     result["model"] = {
         "cell": params.cell,
@@ -127,7 +123,7 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
         "hidden": params.hidden,
         "embeddings": trainer.task.embeddings_info,
     }
-    write_json(METRICS, result)
+    write_json(SENTIMENT_METRICS, result)
     test = result["test"]
     create_markdown_artifact(
         key="sentiment-metrics",

@@ -38,9 +38,9 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ParamsError, RnnlabError, shown
-from pipeline.params import LEVELS, PARAMS_FILE, read_params, validate
+from pipeline.params import LEVELS, read_params, validate
+from pipeline.paths import PARAMS_FILE, RECIPES
 
-RECIPES = Path("recipes")  # relative to the repository root, where params.yaml and dvc.yaml are
 # Sections whose second key is a level: a recipe that sets only one level's keys runs lm@<level>.
 LEVEL_SECTIONS = ("train", "tokenize", "vocab", "windows", "ngram", "sample")
 _KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)+")

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ops import server
-from pipeline import dvc_remote, procs, stage
+from pipeline import dvc_remote, paths, procs, stage
 from pipeline.errors import RnnlabError
 
 DEAD_SERVER_GRACE = 3.0  # seconds: stages cannot record their end without the server, so waiting is for nothing
@@ -248,13 +248,13 @@ def main(dvc_args: Sequence[str], port: int | None = None, again: str | None = N
 
 
 def show_plots() -> None:
-    """Render the DVC plots to ``dvc_plots/index.html`` (the bundled vega: it opens offline), which
+    """Render the DVC plots to ``paths.PLOTS_PAGE`` (the bundled vega: it opens offline), which
     the lm flows' ``<level>-plots`` link artifacts point at; a failure only costs the page."""
     proc = subprocess.run(
         [str(dvc_remote.DVC), "plots", "show"], env=dvc_remote.env({}), capture_output=True, text=True
     )
     if proc.returncode == 0:
-        say("plots: dvc_plots/index.html (opens offline in a browser)")
+        say(f"plots: {paths.PLOTS_PAGE} (opens offline in a browser)")
     else:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         say(f"`dvc plots show` failed ({lines[-1] if lines else f'exit {proc.returncode}'}); the run itself is done")

@@ -28,7 +28,8 @@ import yaml
 from ops import server
 from pipeline import procs, stage
 from pipeline.errors import ParamsError, RnnlabError
-from pipeline.params import PARAMS_FILE, ScheduleParams, validate
+from pipeline.params import ScheduleParams, validate
+from pipeline.paths import PARAMS_FILE
 
 START_SERVER = (
     "start one with `make server` (or `rnnlab server --port 4200`), then "

@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pipeline import paths
 from pipeline.errors import ParamsError, shown
+from pipeline.paths import PARAMS_FILE
 
 
 def _cell_name(v: str) -> str:
@@ -46,7 +47,6 @@ def _cell_name(v: str) -> str:
 
 CellName = Annotated[str, AfterValidator(_cell_name)]
 
-PARAMS_FILE = Path("params.yaml")
 LEVELS = ("word", "char")
 Level = Literal["word", "char"]
 SPLITS = ("train", "valid", "test")

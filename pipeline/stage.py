@@ -24,7 +24,8 @@ from types import FrameType
 
 from pipeline import log
 from pipeline.errors import RnnlabError
-from pipeline.params import LEVELS, PARAMS_FILE
+from pipeline.params import LEVELS
+from pipeline.paths import PARAMS_FILE
 
 # Imported by every stage but unable to change a stage's output bytes: error
 # messages, argument parsing, path names (which dvc.yaml repeats anyway), logging and progress.

@@ -152,18 +152,18 @@ def train_word_model(fingerprint: str) -> None:
     ``evaluate`` look for its checkpoint, through the Trainer alone (no Prefect)."""
     from flows.common import tokenizer_settings
     from models.lm import lm_trainer
+    from pipeline import paths
     from pipeline.params import read_params
-    from pipeline.paths import checkpoints
     from pipeline.vocab import Vocab
 
     p = read_params("params.yaml")
     run = {
         "fingerprint": fingerprint,
         "tokenizer": tokenizer_settings("word", p.tokenize.word),
-        "vocab_path": "data/vocab/word.json",
+        "vocab_path": str(paths.vocab("word")),
     }
-    vocab = Vocab.load("data/vocab/word.json")
-    lm_trainer(p.train.word, Path("data/windows/word"), checkpoints("word"), vocab, run).fit()
+    vocab = Vocab.load(paths.vocab("word"))
+    lm_trainer(p.train.word, paths.windows("word"), paths.checkpoints("word"), vocab, run).fit()
 
 
 def reference_pairs(tokens: list[int], lo: list[int], hi: list[int]) -> list[tuple[int, int]]:

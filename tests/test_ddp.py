@@ -31,6 +31,7 @@ import torch
 from models import checkpoint as ckpt
 from models.data import IGNORE, block, train_batches
 from models.device import set_threads
+from pipeline import paths
 from tests.ddp_job import run_job
 from tests.support import ROOT, deterministic, load_params, run_train, write_params
 
@@ -250,9 +251,9 @@ def test_the_train_flow_runs_torchrun_for_nproc_2_and_keeps_the_fingerprint(lm_w
     p = read_params("params.yaml").train.word
     one = lm_trainer(
         p,
-        Path("data/windows/word"),
+        paths.windows("word"),
         lm_workdir / "one",
-        Vocab.load("data/vocab/word.json"),
+        Vocab.load(paths.vocab("word")),
         {"fingerprint": "x", "tokenizer": None, "vocab_path": "v"},
     ).fit()
     _assert_close_history(one, two["history"])
