@@ -40,7 +40,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import code_files, model_code, stage_main, tokenizer_settings, warn, write_live
+from flows.common import stage_main, tokenizer_settings, warn, write_live
 from flows.evaluate import PERPLEXITIES, evaluate
 from flows.ngram import ngram
 from flows.sample import sample
@@ -48,6 +48,7 @@ from flows.train import train
 from models.evaluate import bits_key
 from models.preflight import check_lm
 from pipeline import paths, stage
+from pipeline.codedeps import code_deps
 from pipeline.io import write_json
 from pipeline.params import EvaluateParams, Level, NgramParams, SampleParams, TrainParams, load_params
 from pipeline.paths import checkpoints, evaluation, lm_outputs, metrics_file, ngram_scores, plots, samples
@@ -60,21 +61,7 @@ def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"train.{level}", f"tokenize.{level}", f"ngram.{level}", "evaluate", f"sample.{level}"),
         deps=(
-            "flows/lm.py",
-            "flows/common.py",
-            "flows/evaluate.py",
-            "flows/ngram.py",
-            "pipeline/procs.py",
-            "flows/sample.py",
-            "flows/train.py",
-            *code_files(model_code("flows.lm")),  # the trained model's, the n-gram's and the sampler's
-            "pipeline/docs.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/threads.py",
-            "pipeline/tokenize.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.lm"),
             str(paths.windows(level)),
             str(paths.vocab(level)),
             str(paths.ORACLE),

@@ -27,9 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     markdown_table,
-    model_code,
     stage_main,
     tokenizer_settings,
     train_all,
@@ -42,6 +40,7 @@ from models.lm import lm_trainer
 from models.lmclass import class_scores
 from models.trainer import Trainer
 from pipeline import stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.errors import DataError
 from pipeline.io import read_json, write_json
 from pipeline.params import TrainParams, load_params
@@ -57,14 +56,7 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("lmclass.train", "lmclass.batch_size", "imdb_data.tokenize"),
         deps=(
-            "flows/lmclass.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vectors.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.lmclass"),
             str(IMDB_DATA.lm),
             str(IMDB_DATA.windows),
             str(IMDB_DATA.vocab),

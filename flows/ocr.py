@@ -25,11 +25,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     fingerprint,
     folder_data,
     markdown_table,
-    model_code,
     stage_main,
     train_all,
     write_csv,
@@ -37,6 +35,7 @@ from flows.common import (
 from models.ocr import OcrTask
 from models.trainer import Trainer
 from pipeline import stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.io import write_json
 from pipeline.params import OcrTaskParams, load_params
 from pipeline.paths import OCR_CHECKPOINTS, OCR_DOCS, OCR_ERRORS, OCR_LABELLER_METRICS
@@ -50,18 +49,7 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("ocr",),
         deps=(
-            "flows/ocr.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/ocr/__init__.py",
-            "pipeline/docs.py",
-            "pipeline/download.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/sources/__init__.py",
-            "pipeline/sources/ocr.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.ocr"),
             str(OCR_DOCS),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.

@@ -31,10 +31,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     fingerprint,
     markdown_table,
-    model_code,
     stage_main,
     tokenizer_settings,
     train_all,
@@ -44,6 +42,7 @@ from flows.common import (
 from models.classify import SentimentTask, initial_embeddings
 from models.trainer import Trainer
 from pipeline import stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.io import sha256_file, write_json
 from pipeline.params import SentimentParams, load_params
 from pipeline.paths import IMDB_DATA, SENTIMENT_CHECKPOINTS, SENTIMENT_HISTORY, SENTIMENT_METRICS
@@ -58,13 +57,7 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("sentiment", "imdb_data.tokenize"),
         deps=(
-            "flows/sentiment.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.sentiment"),
             str(IMDB_DATA.windows),
             str(IMDB_DATA.vocab),
         ),

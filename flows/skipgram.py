@@ -30,10 +30,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     fingerprint,
     markdown_table,
-    model_code,
     stage_main,
     train_all,
     windows_data,
@@ -42,6 +40,7 @@ from flows.common import (
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
 from pipeline import paths, stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.io import write_json
 from pipeline.params import SkipgramParams, load_params
 from pipeline.vectors import save_embeddings, write_word2vec
@@ -57,15 +56,7 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("skipgram",),
         deps=(
-            "flows/skipgram.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/skipgram/__init__.py",
-            "pipeline/vectors.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.skipgram"),
             str(paths.windows("word")),
             str(paths.vocab("word")),
         ),

@@ -34,12 +34,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import lm_fingerprint, model_code, progress_artifact, train_all
+from flows.common import lm_fingerprint, progress_artifact, train_all
 from models import checkpoint as ckpt
 from models import ddp_train
 from models.data import read_meta, train_batches
 from models.lm import lm_trainer
 from pipeline import paths, procs
+from pipeline.codedeps import model_code
 from pipeline.errors import RnnlabError
 from pipeline.io import sha256_file
 from pipeline.params import DistributedParams, Level, TrainParams

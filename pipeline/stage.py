@@ -27,11 +27,6 @@ from pipeline.errors import RnnlabError
 from pipeline.params import LEVELS
 from pipeline.paths import PARAMS_FILE
 
-# Imported by every stage but unable to change a stage's output bytes: error
-# messages, argument parsing, path names (which dvc.yaml repeats anyway), logging and progress.
-# Editing them should not rerun the pipeline, so they are not declared as deps.
-NOT_DEPS = ("pipeline/errors.py", "pipeline/stage.py", "pipeline/paths.py", "pipeline/log.py", "pipeline/progress.py")
-
 
 @dataclass(frozen=True)
 class StageSpec:
