@@ -30,11 +30,11 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from models import distributed
 from models.device import set_threads
 from tests.ddp_job import run_job
 from tests.support import ROOT, SMALL_CORPUS, merge, write_params
@@ -63,17 +63,7 @@ def build_data(root: Path) -> None:
 def two_processes(job: dict[str, Any], folder: Path) -> dict[str, float]:
     spec, out = folder / "job.json", folder / "timing.json"
     spec.write_text(json.dumps([job]))
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "tests.ddp_job",
-        str(spec),
-        str(out),
-    ]
+    argv = distributed.torchrun(2, "tests.ddp_job", [str(spec), str(out)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
     subprocess.run(argv, env=env, check=True, capture_output=True, start_new_session=True, timeout=900)
     return json.loads(out.read_text())[0]

@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,11 +53,12 @@ import torch.distributed as dist
 from torch import nn
 
 from models import checkpoint as ckpt
-from models import ddp_train
+from models import ddp_train, distributed
 from models import device as device_module
 from models.device import resolve_device, set_threads
 from models.lm import lm_trainer
 from models.trainer import Trainer
+from pipeline import procs
 from pipeline.params import TrainParams, read_params
 from pipeline.vocab import Vocab
 from tests.support import ROOT, SMALL_CORPUS, merge, run_data_stages, write_params
@@ -483,16 +483,13 @@ def check_ddp(run: Run) -> Result:
         "ddp": str(run.root / "ck/ddp-wrapped"),
     }
     (run.root / "ddp-spec.json").write_text(json.dumps(spec))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
-    argv = [*torchrun, "-m", "bench.gpu", "--ddp-worker", str(run.root / "ddp-spec.json")]
+    argv = distributed.torchrun(1, "bench.gpu", ["--ddp-worker", str(run.root / "ddp-spec.json")])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = procs.start(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=DDP_DEADLINE_S)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        procs.stop(proc, grace=0)
         out, _ = proc.communicate()
         return Result(
             "DDP, nproc 1", False, f"torchrun did not finish within {DDP_DEADLINE_S} s; stopped", out.splitlines()[-15:]

@@ -29,7 +29,6 @@ PREFECT_API_URL, so they record to the same server (and start no temporary ones)
 
 import argparse
 import datetime
-import json
 import shlex
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from models import registry
 from pipeline import dvc_remote, paths, procs, stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.io import read_json, sha256_file
+from pipeline.overrides import override_text, parse_sets
 from pipeline.params import LEVELS, Level, Params, validate
 from pipeline.paths import PARAMS_FILE, checkpoints, evaluation
 
@@ -71,13 +71,10 @@ def prefect_env() -> dict[str, str]:
     return {"PREFECT_API_URL": url} if url else {}
 
 
-def cli_value(value: Override) -> str:
-    """A value as ``dvc exp run -S`` reads it (YAML): true, 0.01, text."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def params_with(root: Path, overrides: dict[str, Override]) -> Params:
-    """params.yaml with ``overrides`` applied, validated, so a bad key fails before DVC edits the file."""
+    """params.yaml with ``overrides`` applied, validated, so a bad key fails before DVC edits the file.
+
+    A value given as text is read as DVC will read it from ``-S`` (pipeline/overrides.py)."""
     path = root / PARAMS_FILE
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key, value in overrides.items():
@@ -86,7 +83,7 @@ def params_with(root: Path, overrides: dict[str, Override]) -> Params:
             if not isinstance(node, dict) or not isinstance(node.get(part), dict):
                 raise ParamsError(f"override {key}={value!r}: {part!r} is not a section of {path}")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+        node[parts[-1]] = parse_sets([f"{key}={value}"], "retrain")[key][0] if isinstance(value, str) else value
     source = f"{path} with overrides {overrides}" if overrides else str(path)
     return validate(raw, source)
 
@@ -110,7 +107,7 @@ def reproduce(root: Path, targets: list[str], overrides: dict[str, Override]) ->
             "commit first (git add -A && git commit -m baseline), or retrain without overrides"
         )
     if overrides:
-        sets = [a for k, v in overrides.items() for a in ("-S", f"{k}={cli_value(v)}")]
+        sets = [a for k, v in overrides.items() for a in ("-S", f"{k}={override_text(v)}")]
         _dvc(root, "exp", "run", *sets, *targets)
     else:
         _dvc(root, "repro", *targets)

@@ -36,7 +36,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import lm_fingerprint, progress_artifact, train_all
 from models import checkpoint as ckpt
-from models import ddp_train
+from models import ddp_train, distributed
 from models.data import read_meta, train_batches
 from models.lm import lm_trainer
 from pipeline import paths, procs
@@ -123,8 +123,9 @@ def fit_torchrun(
     stopped whole if this task is interrupted.
     """
     nproc = params.distributed.nproc
-    argv = ddp_train.command(
+    argv = distributed.torchrun(
         nproc,
+        ddp_train.MODULE,
         ddp_train.arguments(
             params,
             paths.windows(level),

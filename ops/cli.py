@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import paths
-from pipeline.errors import RnnlabError
+from pipeline.errors import RnnlabError, refuse
 from pipeline.params import LEVELS
 
 
@@ -299,15 +299,13 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             return _server(args.port)
         except RnnlabError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return refuse(e)
     try:
         out, human = _run(args)
     except RnnlabError as e:
         if args.json:
             print(json.dumps({"error": str(e)}))
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     print(json.dumps(out, ensure_ascii=False) if args.json else human)
     return 0
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from ops import server
 from pipeline import dvc_remote, paths, procs, stage
-from pipeline.errors import RnnlabError
+from pipeline.errors import RnnlabError, refuse
 
 DEAD_SERVER_GRACE = 3.0  # seconds: stages cannot record their end without the server, so waiting is for nothing
 
@@ -238,8 +238,7 @@ def main(dvc_args: Sequence[str], port: int | None = None, again: str | None = N
         with procs.Signals() as signals:
             outcome = with_server(dvc_args, signals, again, port)
     except RnnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     if outcome.last:
         print(outcome.last, file=sys.stderr, flush=True)
     if outcome.code == 0 and list(dvc_args[:1]) == ["repro"]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline import log
-from pipeline.errors import RnnlabError
+from pipeline.errors import RnnlabError, refuse
 from pipeline.params import LEVELS
 from pipeline.paths import PARAMS_FILE
 
@@ -118,9 +118,8 @@ def stop_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def report_error(line: str) -> None:
-    """Print ``line`` on stderr, and append it to the file ERROR_FILE_ENV names, if any."""
-    print(line, file=sys.stderr, flush=True)
+def record_error(line: str) -> None:
+    """Append ``line`` to the file ERROR_FILE_ENV names, if any (the command that runs the stages repeats it)."""
     if path := os.environ.get(ERROR_FILE_ENV):
         try:  # appended only if the command still waits for it: never creates a stray file
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -186,7 +185,7 @@ def no_space(e: OSError) -> str:
 
 
 def run(body: Callable[[], object], setup: Callable[[], object] | None = None) -> int:
-    """Run a stage body; print a user error as one clean message (exit 2).
+    """Run a stage body; print a user error as one clean message (exit 2, ``pipeline.errors.refuse``).
 
     ``setup`` runs first, untimed (waiting for a server is not the stage's work). Under DVC
     (which names the stage in ``DVC_STAGE``) one line reports how long the body worked, so
@@ -208,8 +207,9 @@ def run(body: Callable[[], object], setup: Callable[[], object] | None = None) -
                 if (stage_name := os.environ.get("DVC_STAGE")) and _stopping is None:
                     print(f"rnnlab: stage {stage_name} worked {time.perf_counter() - start:.3f} s", file=sys.stderr)
     except RnnlabError as e:
-        report_error(f"error: {e}")
-        return 2
+        code = refuse(e)
+        record_error(f"error: {e}")
+        return code
     except Failed as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,11 @@ def run_data_stages(root: Path, *, windows: bool = True) -> Path:
             if windows:
                 windows_stage.run(level, "params.yaml")
     return root
+
+
+def ran(output: str) -> set[str]:
+    """The stages that ``dvc repro`` (or ``rnnlab repro``) says it ran, from its output."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def deterministic(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

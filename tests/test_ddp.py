@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +27,10 @@ import pytest
 import torch
 
 from models import checkpoint as ckpt
+from models import distributed
 from models.data import IGNORE, block, train_batches
 from models.device import set_threads
-from pipeline import paths
+from pipeline import paths, procs
 from tests.ddp_job import run_job
 from tests.support import ROOT, deterministic, load_params, run_train, write_params
 
@@ -70,26 +69,13 @@ def torchrun(jobs: list[dict[str, Any]], folder: Path, nproc: int = 2) -> None:
     """Run ``jobs`` (tests/ddp_job.py) under torchrun; kill its whole process group whatever happens."""
     spec = folder / f"jobs-{len(list(folder.glob('jobs-*.json')))}.json"
     spec.write_text(json.dumps(jobs))
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "tests.ddp_job",
-        str(spec),
-    ]
+    argv = distributed.torchrun(nproc, "tests.ddp_job", [str(spec)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = procs.start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        procs.stop(proc)
     assert proc.returncode == 0, out
 
 

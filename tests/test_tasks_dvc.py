@@ -5,7 +5,6 @@ outside the default `dvc repro`."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,11 @@ from dvc.repo import Repo
 
 from pipeline.io import read_json
 from tests.prefect_server import prefect_server, server_env
-from tests.support import SMALL_CORPUS, copy_repo, run
+from tests.support import SMALL_CORPUS, copy_repo, ran, run
 from tests.support import write_params as write
 from tests.tasksupport import IMDB_DATA, letter_data
 
 TASK_STAGES = {"imdb_data", "sentiment", "lmclass_data", "lmclass", "ocr_data", "ocr"}
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def test_tasks_pipeline_is_separate_runs_from_the_root_and_is_checked(tmp_path: Path) -> None:
