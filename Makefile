@@ -43,7 +43,7 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -m 'not slow'
 
 bench: $(VENV)/.installed
-	$(BIN)/python -m bench.tokenize
+	$(BIN)/python -m bench.tokenizer
 	$(BIN)/python -m bench.wikipedia
 	$(BIN)/python -m bench.wikipedia --hostile
 	$(BIN)/python -m bench.train_throughput

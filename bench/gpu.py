@@ -52,6 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bench.harness import ROOT, SMALL_CORPUS, merge, run_data_stages, write_params
 from models import checkpoint as ckpt
 from models import ddp_train, distributed
 from models import device as device_module
@@ -61,7 +62,6 @@ from models.trainer import Trainer
 from pipeline import procs
 from pipeline.params import TrainParams, read_params
 from pipeline.vocab import Vocab
-from tests.support import ROOT, SMALL_CORPUS, merge, run_data_stages, write_params
 
 # The same weights scored in bf16 and in fp32. bf16 keeps 8 significant bits (rounding <= 0.4 %
 # of a value); autocast rounds the LSTM's and decoder's outputs to it, and lm_loss sums in fp32,
@@ -396,7 +396,7 @@ def rate(step: Callable[[], int], steps: int, device: torch.device) -> float:
 
 
 def check_throughput(run: Run, level: str) -> Result:
-    # Imported here: run as a script it points sys.path[0] at the repository (harmless under -m).
+    # Imported here: only this check needs the reference model.
     from bench import train_throughput as tt
 
     ids = np.load(run.root / f"data/windows/{level}/train/stream.npy").astype(np.int64)

@@ -1,7 +1,7 @@
 """The cost of progress reporting (pipeline/progress.py) on the default run, as a ratio to the same work without it.
 
-    .venv/bin/python bench/progress.py                # corpus, tokenize, vocab, windows, training: ~3 minutes
-    .venv/bin/python bench/progress.py --rounds 5 --steps 400
+    .venv/bin/python -m bench.progress                # corpus, tokenize, vocab, windows, training: ~3 minutes
+    .venv/bin/python -m bench.progress --rounds 5 --steps 400
 
 Builds params.yaml's default data (the grammar corpus) in a temporary folder, in this process,
 then times each piece of work with progress off (``RNNLAB_PROGRESS=off``) and on, as a terminal
@@ -19,14 +19,6 @@ updates the default run makes: the overhead in seconds, whatever the machine's l
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize`: put the repository root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
 import argparse
 import contextlib
 import itertools
@@ -34,13 +26,17 @@ import logging
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pipeline import log, paths
 from pipeline.progress import MODE_ENV, SECONDS_ENV, Progress
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODES = ("off", "bar", "lines")
 

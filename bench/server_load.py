@@ -5,7 +5,7 @@
     python -m bench.server_load -n 8 --backend postgresql --json out.json
 
 Per backend, one real ``prefect server start`` (ops/server.py): on SQLite in its own home
-(Prefect's default), or on a throwaway PostgreSQL cluster (tests/prefect_server.py: Debian's
+(Prefect's default), or on a throwaway PostgreSQL cluster (bench/harness.py: Debian's
 server programs, ``make postgres``). Against it, per round of N flow runs started at once:
 
 * the stage flow ``python -m flows.lm --level word`` (train, n-gram, evaluate, sample), in
@@ -57,23 +57,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import requests
 
-from ops.server import STOP_GRACE
-from pipeline.procs import WaitError, wait_until
-from pipeline.procs import stop as stop_group
-from tests.prefect_server import (
+from bench.harness import (
+    GIT,
     NO_POSTGRES,
     PREFECT_HTTP,
+    SMALL_CORPUS,
+    VENV_BIN,
+    copy_repo,
+    load_params,
     postgres_bin,
     postgres_cluster,
     prefect_server,
     processes_under,
+    run,
+    tool_env,
+    write_params,
 )
-from tests.support import GIT, SMALL_CORPUS, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
+from ops.server import STOP_GRACE
+from pipeline.procs import WaitError, wait_until
+from pipeline.procs import stop as stop_group
 
 PY = str(VENV_BIN / "python")
 TARGET = "lm@word"

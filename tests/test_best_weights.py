@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.harness import SHARED_DATA, run_data_stages, write_params
 from flows import lm
 from models import checkpoint as ckpt
 from models.sampling import LanguageModel
 from pipeline import paths
 from pipeline.paths import checkpoints
-from tests.support import SHARED_DATA, run_data_stages, write_params
 from tests.test_trainer import RUN, make
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.harness import ROOT
 from ops.cli import main
-from tests.support import ROOT, train_word_model
+from tests.support import train_word_model
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from bench.harness import copy_repo, run, write_params
 from pipeline.io import read_json
 from tests.httpserver import HTTPTestServer
-from tests.support import copy_repo, ran, run, write_params
+from tests.support import ran
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # The first 60 articles, 10% each held out by hash(seed 0, page id): 44 train, 7 valid, 9 test

@@ -26,13 +26,14 @@ import numpy as np
 import pytest
 import torch
 
+from bench.ddp_job import run_job
+from bench.harness import ROOT, load_params, write_params
 from models import checkpoint as ckpt
 from models import distributed
 from models.data import IGNORE, block, train_batches
 from models.device import set_threads
 from pipeline import paths, procs
-from tests.ddp_job import run_job
-from tests.support import ROOT, deterministic, load_params, run_train, write_params
+from tests.support import deterministic, run_train
 
 # Measured: first-step gradients differ by <= 7.5e-9 (float32 sums split over 2 ranks), and the
 # losses after 30 Adam steps by <= 3.2e-7. LOSS_TOL leaves ~300x room for other machines' float
@@ -66,10 +67,10 @@ ADAPTIVE = {"output": "adaptive", "cutoffs": [6, 20], "logits_mb": 20 * 8 * 4 / 
 
 
 def torchrun(jobs: list[dict[str, Any]], folder: Path, nproc: int = 2) -> None:
-    """Run ``jobs`` (tests/ddp_job.py) under torchrun; kill its whole process group whatever happens."""
+    """Run ``jobs`` (bench/ddp_job.py) under torchrun; kill its whole process group whatever happens."""
     spec = folder / f"jobs-{len(list(folder.glob('jobs-*.json')))}.json"
     spec.write_text(json.dumps(jobs))
-    argv = distributed.torchrun(nproc, "tests.ddp_job", [str(spec)])
+    argv = distributed.torchrun(nproc, "bench.ddp_job", [str(spec)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
     proc = procs.start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

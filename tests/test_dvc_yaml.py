@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from dvc.repo import Repo
 
+from bench.harness import ROOT, copy_repo
 from pipeline.codedeps import NOT_DEPS, PACKAGES, code_deps
 from pipeline.params import read_params
 from pipeline.sources import SOURCES
-from tests.support import ROOT, copy_repo
 
 # Imports each module group in a forked child of one process that has already
 # imported the heavy third-party libraries: fast, and the project modules each

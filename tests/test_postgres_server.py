@@ -19,16 +19,18 @@ from typing import Any
 
 import pytest
 
-from tests.prefect_server import (
+from bench.harness import (
     NO_POSTGRES,
     PG_PASSWORD,
     PREFECT_HTTP,
+    VENV_BIN,
     postgres_bin,
     postgres_cluster,
     prefect_server,
     processes_under,
+    run,
+    tool_env,
 )
-from tests.support import VENV_BIN, run, tool_env
 
 PY = str(VENV_BIN / "python")
 STAGE_FLOWS = ("lm", "train", "ngram", "evaluate", "sample")  # flows/lm.py and its subflows

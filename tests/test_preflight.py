@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import load_params, tool_env, write_params
 from flows.common import tokenizer_settings
 from models import checkpoint as ckpt
 from models.preflight import check_lm
@@ -17,7 +18,6 @@ from pipeline import paths
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import read_params
 from pipeline.paths import checkpoints
-from tests.support import load_params, tool_env, write_params
 
 
 def check(level: str = "word", warn: list[str] | None = None, **train: object):

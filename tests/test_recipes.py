@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.harness import ROOT, SHARED_DATA, VENV_BIN, copy_repo, run, tool_env
 from ops import recipes
 from ops.cli import main
 from pipeline.overrides import hydra_value, parse_sets
 from pipeline.params import validate
-from tests.support import ROOT, SHARED_DATA, VENV_BIN, copy_repo, run, tool_env
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 PARAMS = ROOT / "params.yaml"

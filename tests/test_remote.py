@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 from ops import remote
 from pipeline import dvc_remote
 from tests.conftest import LM_PARAMS
-from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 
 PY = str(VENV_BIN / "python")
 TARGETS = ("lm@word",)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench.harness import ROOT, load_params, merge, tool_env, write_params
 from flows import retrain
 from models import registry
 from ops import serve
@@ -20,7 +21,6 @@ from pipeline.io import read_json, sha256_file
 from pipeline.overrides import override_text
 from pipeline.params import cron_problem, read_params, validate
 from pipeline.vocab import Vocab
-from tests.support import ROOT, load_params, merge, tool_env, write_params
 
 # --- the schedule section ---------------------------------------------------------------------
 

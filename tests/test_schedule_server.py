@@ -22,13 +22,12 @@ from typing import Any
 
 import pytest
 
+from bench.harness import PREFECT_HTTP, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 from models.registry import read_promoted
 from ops.server import STOP_GRACE
 from pipeline.io import sha256_file
 from pipeline.procs import stop as stop_group
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import PREFECT_HTTP
-from tests.support import VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 DEPLOYMENT = "every-few-seconds"
 INTERVAL = 5  # seconds; runs that come due while one is going wait (serve's limit=1)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.harness import VENV_BIN, copy_repo, run, tool_env, write_params
 from ops.server import STOP_GRACE, free_port
 from pipeline.procs import WaitError, healthy, stop, wait_until
-from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params
 
 RNNLAB = str(VENV_BIN / "rnnlab")
 

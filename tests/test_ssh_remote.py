@@ -29,14 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import GIT, VENV_BIN, copy_repo, processes_under, run, tool_env, write_params
 from models import registry
 from models.registry import read_promoted
 from ops.server import STOP_GRACE, free_port
 from pipeline.io import sha256_file
 from pipeline.procs import stop, wait_until
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import processes_under
-from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 
 PY = str(VENV_BIN / "python")
 TARGET = "lm@word"

@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.harness import PREFECT_HTTP, ROOT, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 from pipeline import procs
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import PREFECT_HTTP
 from tests.procsupport import STOP_LIMIT, Launched, left, lock_outs, marked, none_left
-from tests.support import ROOT, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 RNNLAB = str(VENV_BIN / "rnnlab")
 DATA_STAGES = {"corpus", "tokenize@word", "vocab@word", "windows@word"}

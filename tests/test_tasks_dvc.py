@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from dvc.repo import Repo
 
+from bench.harness import SMALL_CORPUS, copy_repo, prefect_server, run, server_env
+from bench.harness import write_params as write
 from pipeline.io import read_json
-from tests.prefect_server import prefect_server, server_env
-from tests.support import SMALL_CORPUS, copy_repo, ran, run
-from tests.support import write_params as write
+from tests.support import ran
 from tests.tasksupport import IMDB_DATA, letter_data
 
 TASK_STAGES = {"imdb_data", "sentiment", "lmclass_data", "lmclass", "ocr_data", "ocr"}
