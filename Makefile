@@ -3,9 +3,9 @@
 # make test  set up .venv with the test extras and run every test
 # make lint  ruff check and ruff format --check (also a pre-commit hook: pre-commit install)
 # make bench run the benchmarks in bench/ and print their ratios
-# make server / make serve   a Prefect server, and scheduled retraining served to it (README "Teams")
+# make server / make serve   a Prefect server, and scheduled retraining served to it (docs/teams.md)
 # make remote-local REMOTE=/path, make push, make pull   share data and models through a DVC remote
-# make preprocess   corpus, tokens and vocab on Dask, one task per dump range or file (README "Past one machine")
+# make preprocess   corpus, tokens and vocab on Dask, one task per dump range or file (docs/scaling.md)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -55,26 +55,26 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.ddp
 	$(BIN)/python -m bench.repro
 
-# The GPU path on a machine with CUDA (README "GPU check"): bench/gpu.py's table of checks, then the
+# The GPU path on a machine with CUDA (docs/performance.md, "GPU check"): bench/gpu.py's table of checks, then the
 # gpu-marked tests. Both run; it fails if either does. Without a GPU: python -m bench.gpu --cpu.
 gpu-check: $(VENV)/.installed-test
 	@status=0; $(BIN)/python -m bench.gpu || status=$$?; $(BIN)/pytest -m gpu || status=1; exit $$status
 
 # The recipes (recipes/*.yaml) on WikiText-2, each against a reference given the same wall time
-# (README "Recipes"): about 13 minutes on 2 cores, so not part of `make bench`.
+# (docs/models.md, "Your own text"): about 13 minutes on 2 cores, so not part of `make bench`.
 .PHONY: bench-recipes
 bench-recipes: $(VENV)/.installed
 	$(BIN)/python -m bench.recipes
 
 # The corpus, tokenize and vocab stages' outputs, one Dask task per piece of a multistream
-# Wikipedia dump or per text file, recorded for `dvc repro` (README "Sharded preprocessing").
+# Wikipedia dump or per text file, recorded for `dvc repro` (docs/scaling.md, "Sharded preprocessing").
 preprocess: $(VENV)/.installed
 	$(BIN)/python -m flows.preprocess --commit
 
 clean:
 	rm -rf data artifacts .prefect
 
-# --- teams: README "Teams: schedules, promotion and remotes" ------------------------------------
+# --- teams: docs/teams.md ---------------------------------------------------------------------
 
 PREFECT_PORT ?= 4200
 

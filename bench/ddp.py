@@ -10,7 +10,7 @@ Models, each at the same global batch (32 rows x bptt 35 = 1,120 tokens per step
 * ``medium``: Zaremba et al.'s medium LSTM (emb 650, 2 x 650); the grammar's 49-word
   vocabulary makes its decoder negligible, so this times the recurrent layers:
   ~40 MFLOP per token for forward + backward (4 gates x (650 + 650) x 650 x 2 FLOP x
-  2 layers x 3), which is what the README's scale plan extrapolates from.
+  2 layers x 3), which is what docs/scaling.md's scale plan extrapolates from.
 
 1 process: bench/ddp_job.py in this process; 2 processes: the same job under
 ``torchrun --standalone --nproc_per_node 2`` (gloo), one thread each. Timed: N train steps

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.gpu                    # a CUDA machine: every check (~1-2 min on an H200)
     .venv/bin/python -m bench.gpu --cpu              # every check but the CUDA-only parts: fp32, gloo
     .venv/bin/python -m bench.gpu --cpu --tiny       # CI's size (tests/test_gpu_check.py)
-    .venv/bin/python -m bench.gpu --json out.json    # the table's figures, for notes and the README
+    .venv/bin/python -m bench.gpu --json out.json    # the table's figures, for notes and docs/performance.md
 
 Checks (one table, PASS or FAIL each; exit status 1 when one fails, 2 without CUDA and --cpu):
 
@@ -83,7 +83,7 @@ DDP_TOL = 1e-3
 # tokens/s floor, rnnlab / pytorch/examples. Not yet measured on a GPU: at the examples' batch
 # (20 x 35) both loops are bound by kernel launches, where bf16 autocast adds cast kernels. 0.5
 # catches a real fault (a per-token host sync, a CPU fallback) without failing on that; the target
-# is parity (README, bench/train_throughput.py). Raise it once a GPU run has been measured.
+# is parity (docs/performance.md, bench/train_throughput.py). Raise it once a GPU run has been measured.
 SPEED_FLOOR = 0.5
 DDP_DEADLINE_S = 240  # torchrun with one process: seconds before the check gives up and says so
 

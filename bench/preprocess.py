@@ -9,7 +9,7 @@ per bz2 stream as dumps.wikimedia.org cuts them, grouped into pieces of ``--rang
 
 * ``serial``: pipeline.sharded.run_serial's steps in this process, extract (bz2 + XML +
   markup stripping) and tokenize (ids, splits, word and char tokens, counts) timed apart:
-  the per-core rates the README's scale plan multiplies out.
+  the per-core rates docs/scaling.md's scale plan multiplies out.
 * ``dask-1``, ``dask-2``: flows/preprocess.py on a LocalCluster of 1 and 2 worker processes
   (one thread each), started before the clock and passed as ``preprocess.scheduler``; one
   Prefect server for the whole bench. Wall time of the flow: planning, every task with

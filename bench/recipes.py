@@ -304,7 +304,7 @@ def word_part(args: argparse.Namespace, work: Path) -> None:
 # --- --screen: the candidates the recipes were chosen from ------------------------------------
 
 # Overrides of params.yaml's train.<level>, each trained for the same wall time on the recipe's
-# data (README "Recipes" lists what they gave). Epoch sizes keep validations ~20-50 s apart.
+# data (docs/models.md, "Your own text", lists what they gave). Epoch sizes keep validations ~20-50 s apart.
 CHAR_CANDIDATES: dict[str, dict[str, Any]] = {
     "params.yaml's default": {},
     "GRU 1x128, Adam 0.01": {"lr": 0.01, "epoch_size": 300},

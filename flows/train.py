@@ -1,6 +1,6 @@
 """Flow ``train``: fit one level's language model; cached on one fingerprint, resumable when killed.
 
-A subflow of the ``lm@<level>`` stage (flows/lm.py). Caching rule (README, "Language models"):
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Caching rule (docs/models.md, "Caching"):
 
 * **DVC decides whether the stage runs.** It reruns ``lm@<level>`` exactly when a
   declared dep or param changed: the windows and vocabulary, ``train.<level>``,

@@ -100,7 +100,7 @@ def decide(
     margin: float,
     force: bool = False,
 ) -> Decision:
-    """The promotion rule (README, "Teams").
+    """The promotion rule (docs/teams.md, "A run, step by step").
 
     Promote when nothing is promoted yet, or when perplexity on the same held-out data fell
     by at least ``margin`` (relative), or when ``force``d. Keep the promoted model when the

@@ -245,7 +245,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "lm stage and the data stages under it. Without --valid/--test, corpus.text.holdout of the training "
         "documents (lines) is held out for each.",
         epilog=f"recipes here: {names}. Results: `dvc exp show --only-changed`, `dvc metrics show`. "
-        "See README, 'Recipes'.",
+        "See README, 'Your own text'.",
     )
     p.add_argument("recipe", help=f"a recipe name ({names}) or a path to a .yaml recipe")
     p.add_argument("corpus", help="training text: a UTF-8 file (one document per line) or a folder of .txt files")

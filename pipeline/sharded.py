@@ -1,7 +1,7 @@
 """Sharded preprocessing: corpus → tokens → vocabulary, one independent task per piece of the input.
 
     python -m pipeline.sharded          # the pieces one after another, in this process (the reference)
-    python -m flows.preprocess          # the same pieces fanned out over Dask workers (README)
+    python -m flows.preprocess          # the same pieces fanned out over Dask workers (docs/scaling.md)
 
 Both write what the ``corpus``, ``tokenize@word``, ``tokenize@char``, ``vocab@word`` and
 ``vocab@char`` stages write, at the same paths and in the same formats; ``vocab.json``,

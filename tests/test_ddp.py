@@ -1,6 +1,6 @@
 """Data-parallel training: torchrun with 2 processes on gloo/CPU against one process, on a tiny config.
 
-Claims checked (README, "Distributed training"):
+Claims checked (docs/scaling.md, "Distributed training"):
 
 * rank blocks of a step make up exactly the single-process batch, in all three modes;
 * the first step's gradients equal one process's to 1e-5 (stream, window, padded with unequal
