@@ -37,7 +37,8 @@ STOP_GRACE = 30.0  # seconds a stopped server may take to exit before it is kill
 
 
 class ServerError(RnnlabError):
-    """The Prefect server could not be started, or did not answer in time."""
+    """The Prefect server could not be started, or died under the run (a wait past its deadline is
+    pipeline.procs.WaitError)."""
 
 
 def free_port() -> int:
