@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 from bench.harness import PREFECT_HTTP, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
+from models import registry
 from models.registry import read_promoted
 from ops.server import STOP_GRACE
+from pipeline import paths
 from pipeline.io import sha256_file
 from pipeline.procs import stop as stop_group
 from tests.conftest import LM_PARAMS
@@ -155,8 +157,9 @@ def test_two_scheduled_runs_complete_the_first_promotes_the_second_keeps(scenari
     # The registry points at the trained checkpoint, and `dvc add registry` tracks it.
     record = read_promoted(scenario.repo, "word")
     assert record is not None and record["flow_run"]["id"] == first["id"]
-    ckpt = scenario.repo / "artifacts/word/checkpoints/last.pt"
-    assert record["checkpoint_sha256"] == sha256_file(ckpt) == sha256_file(scenario.repo / record["model"] / "last.pt")
+    ckpt = paths.model_file(scenario.repo / paths.checkpoints("word"))  # the best epoch's weights are promoted
+    promoted = scenario.repo / record["model"] / registry.CHECKPOINT
+    assert record["checkpoint_sha256"] == sha256_file(ckpt) == sha256_file(promoted)
     assert record["metrics"]["valid"]["perplexity"] > 1 and record["split"] == "valid"
     assert (scenario.repo / "registry.dvc").is_file()
     model = scenario.repo / record["model"]  # usable as it is, vocabulary included
