@@ -3,9 +3,9 @@
 # make test  set up .venv with the test extras and run every test
 # make lint  ruff check and ruff format --check (also a pre-commit hook: pre-commit install)
 # make bench run the benchmarks in bench/ and print their ratios
-# make server / make serve   a Prefect server, and scheduled retraining served to it (README "Teams")
+# make server / make serve   a Prefect server, and scheduled retraining served to it (docs/teams.md)
 # make remote-local REMOTE=/path, make push, make pull   share data and models through a DVC remote
-# make preprocess   corpus, tokens and vocab on Dask, one task per dump range or file (README "Past one machine")
+# make preprocess   corpus, tokens and vocab on Dask, one task per dump range or file (docs/scaling.md)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -43,7 +43,7 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -m 'not slow'
 
 bench: $(VENV)/.installed
-	$(BIN)/python -m bench.tokenize
+	$(BIN)/python -m bench.tokenizer
 	$(BIN)/python -m bench.wikipedia
 	$(BIN)/python -m bench.wikipedia --hostile
 	$(BIN)/python -m bench.train_throughput
@@ -55,26 +55,26 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.ddp
 	$(BIN)/python -m bench.repro
 
-# The GPU path on a machine with CUDA (README "GPU check"): bench/gpu.py's table of checks, then the
+# The GPU path on a machine with CUDA (docs/performance.md, "GPU check"): bench/gpu.py's table of checks, then the
 # gpu-marked tests. Both run; it fails if either does. Without a GPU: python -m bench.gpu --cpu.
 gpu-check: $(VENV)/.installed-test
 	@status=0; $(BIN)/python -m bench.gpu || status=$$?; $(BIN)/pytest -m gpu || status=1; exit $$status
 
 # The recipes (recipes/*.yaml) on WikiText-2, each against a reference given the same wall time
-# (README "Recipes"): about 13 minutes on 2 cores, so not part of `make bench`.
+# (docs/models.md, "Your own text"): about 13 minutes on 2 cores, so not part of `make bench`.
 .PHONY: bench-recipes
 bench-recipes: $(VENV)/.installed
 	$(BIN)/python -m bench.recipes
 
 # The corpus, tokenize and vocab stages' outputs, one Dask task per piece of a multistream
-# Wikipedia dump or per text file, recorded for `dvc repro` (README "Sharded preprocessing").
+# Wikipedia dump or per text file, recorded for `dvc repro` (docs/scaling.md, "Sharded preprocessing").
 preprocess: $(VENV)/.installed
 	$(BIN)/python -m flows.preprocess --commit
 
 clean:
 	rm -rf data artifacts .prefect
 
-# --- teams: README "Teams: schedules, promotion and remotes" ------------------------------------
+# --- teams: docs/teams.md ---------------------------------------------------------------------
 
 PREFECT_PORT ?= 4200
 
@@ -85,7 +85,7 @@ server: $(VENV)/.installed
 
 # Serve retraining on params.yaml's `schedule` to that server (another: make serve PREFECT_API_URL=...).
 serve: $(VENV)/.installed
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/python -m flows.serve
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/python -m ops.serve
 
 # One retraining run now: pull, repro, compare, promote if better, push.
 retrain: $(VENV)/.installed
@@ -93,10 +93,10 @@ retrain: $(VENV)/.installed
 
 remote-local: $(VENV)/.installed
 	@test -n "$(REMOTE)" || { echo "error: name the folder: make remote-local REMOTE=/mnt/team/rnnlab-dvc" >&2; exit 2; }
-	$(BIN)/python -m flows.remote add-local "$(REMOTE)"
+	$(BIN)/python -m ops.remote add-local "$(REMOTE)"
 
 push pull: $(VENV)/.installed
-	$(BIN)/python -m flows.remote $@
+	$(BIN)/python -m ops.remote $@
 
 # The UI screenshot test needs Debian's chromium (never a browser a tool downloads): installed
 # here when missing and we are root with apt; otherwise that one test skips and says why.

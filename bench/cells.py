@@ -1,7 +1,7 @@
 """Forward + backward time per batch of the cell variants against the fused nn.LSTM / nn.GRU.
 
-    .venv/bin/python bench/cells.py                  # T=35, B=20, input = hidden = 200, 1 and 2 layers, 1 thread
-    .venv/bin/python bench/cells.py --threads 2 --layers 2
+    .venv/bin/python -m bench.cells                  # T=35, B=20, input = hidden = 200, 1 and 2 layers, 1 thread
+    .venv/bin/python -m bench.cells --threads 2 --layers 2
 
 Each repetition times every model once, back to back, so a load spike on a shared
 machine hits the reference and the variants alike; the ratio is the median over
@@ -11,14 +11,6 @@ what the Python time loop itself costs, before any extra.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run by path, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize` (imported by torch, numpy and inspect): put the repo root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
 
 import argparse
 import statistics

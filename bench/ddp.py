@@ -10,9 +10,9 @@ Models, each at the same global batch (32 rows x bptt 35 = 1,120 tokens per step
 * ``medium``: Zaremba et al.'s medium LSTM (emb 650, 2 x 650); the grammar's 49-word
   vocabulary makes its decoder negligible, so this times the recurrent layers:
   ~40 MFLOP per token for forward + backward (4 gates x (650 + 650) x 650 x 2 FLOP x
-  2 layers x 3), which is what the README's scale plan extrapolates from.
+  2 layers x 3), which is what docs/scaling.md's scale plan extrapolates from.
 
-1 process: tests/ddp_job.py in this process; 2 processes: the same job under
+1 process: bench/ddp_job.py in this process; 2 processes: the same job under
 ``torchrun --standalone --nproc_per_node 2`` (gloo), one thread each. Timed: N train steps
 after 2 warm-up steps, between barriers (start-up, validation and checkpoints excluded).
 Rounds alternate 1 and 2 processes; the ratio is the median over rounds of (2-process
@@ -30,14 +30,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.ddp_job import run_job
+from bench.harness import ROOT, SMALL_CORPUS, merge, write_params
+from models import distributed
 from models.device import set_threads
-from tests.ddp_job import run_job
-from tests.support import ROOT, SMALL_CORPUS, merge, write_params
 
 MODELS = {
     "small": {"emb_dim": 32, "hidden": 128, "layers": 1},
@@ -63,17 +63,7 @@ def build_data(root: Path) -> None:
 def two_processes(job: dict[str, Any], folder: Path) -> dict[str, float]:
     spec, out = folder / "job.json", folder / "timing.json"
     spec.write_text(json.dumps([job]))
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "tests.ddp_job",
-        str(spec),
-        str(out),
-    ]
+    argv = distributed.torchrun(2, "bench.ddp_job", [str(spec), str(out)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
     subprocess.run(argv, env=env, check=True, capture_output=True, start_new_session=True, timeout=900)
     return json.loads(out.read_text())[0]

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.gpu                    # a CUDA machine: every check (~1-2 min on an H200)
     .venv/bin/python -m bench.gpu --cpu              # every check but the CUDA-only parts: fp32, gloo
     .venv/bin/python -m bench.gpu --cpu --tiny       # CI's size (tests/test_gpu_check.py)
-    .venv/bin/python -m bench.gpu --json out.json    # the table's figures, for notes and the README
+    .venv/bin/python -m bench.gpu --json out.json    # the table's figures, for notes and docs/performance.md
 
 Checks (one table, PASS or FAIL each; exit status 1 when one fails, 2 without CUDA and --cpu):
 
@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -53,15 +52,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bench.harness import ROOT, SMALL_CORPUS, merge, run_data_stages, write_params
 from models import checkpoint as ckpt
-from models import ddp_train
+from models import ddp_train, distributed
 from models import device as device_module
 from models.device import resolve_device, set_threads
 from models.lm import lm_trainer
 from models.trainer import Trainer
+from pipeline import procs
 from pipeline.params import TrainParams, read_params
 from pipeline.vocab import Vocab
-from tests.support import ROOT, SMALL_CORPUS, merge, run_data_stages, write_params
 
 # The same weights scored in bf16 and in fp32. bf16 keeps 8 significant bits (rounding <= 0.4 %
 # of a value); autocast rounds the LSTM's and decoder's outputs to it, and lm_loss sums in fp32,
@@ -83,7 +83,7 @@ DDP_TOL = 1e-3
 # tokens/s floor, rnnlab / pytorch/examples. Not yet measured on a GPU: at the examples' batch
 # (20 x 35) both loops are bound by kernel launches, where bf16 autocast adds cast kernels. 0.5
 # catches a real fault (a per-token host sync, a CPU fallback) without failing on that; the target
-# is parity (README, bench/train_throughput.py). Raise it once a GPU run has been measured.
+# is parity (docs/performance.md, bench/train_throughput.py). Raise it once a GPU run has been measured.
 SPEED_FLOOR = 0.5
 DDP_DEADLINE_S = 240  # torchrun with one process: seconds before the check gives up and says so
 
@@ -396,7 +396,7 @@ def rate(step: Callable[[], int], steps: int, device: torch.device) -> float:
 
 
 def check_throughput(run: Run, level: str) -> Result:
-    # Imported here: run as a script it points sys.path[0] at the repository (harmless under -m).
+    # Imported here: only this check needs the reference model.
     from bench import train_throughput as tt
 
     ids = np.load(run.root / f"data/windows/{level}/train/stream.npy").astype(np.int64)
@@ -483,16 +483,13 @@ def check_ddp(run: Run) -> Result:
         "ddp": str(run.root / "ck/ddp-wrapped"),
     }
     (run.root / "ddp-spec.json").write_text(json.dumps(spec))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
-    argv = [*torchrun, "-m", "bench.gpu", "--ddp-worker", str(run.root / "ddp-spec.json")]
+    argv = distributed.torchrun(1, "bench.gpu", ["--ddp-worker", str(run.root / "ddp-spec.json")])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = procs.start(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=DDP_DEADLINE_S)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        procs.stop(proc, grace=0)
         out, _ = proc.communicate()
         return Result(
             "DDP, nproc 1", False, f"torchrun did not finish within {DDP_DEADLINE_S} s; stopped", out.splitlines()[-15:]

@@ -1,7 +1,7 @@
 """Fit and score throughput of models/ngram.py against a plain-Python dict implementation.
 
-    .venv/bin/python bench/ngram.py            # trigram, interpolated KN, WikiText-2 valid -> test
-    .venv/bin/python bench/ngram.py --n 4
+    .venv/bin/python -m bench.ngram            # trigram, interpolated KN, WikiText-2 valid -> test
+    .venv/bin/python -m bench.ngram --n 4
 
 Corpus: ../shared/data/wikitext-2 (read in place): valid.txt (217k tokens) is the
 training stream and test.txt the held-out one, one document per non-empty line,
@@ -11,22 +11,17 @@ implementations compute the same model; the run checks that their total nats agr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run by path, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize` (imported by torch, numpy and inspect): put the repo root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
 import argparse
 import math
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from models.ngram import KneserNey
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2"
 PAD, UNK, EOS = 0, 1, 2

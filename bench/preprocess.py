@@ -3,13 +3,13 @@
     .venv/bin/python -m bench.preprocess                 # the enwiki fragment x 10: ~60 MB of XML
     .venv/bin/python -m bench.preprocess --copies 16 --rounds 3
 
-Input: a real multistream dump (tests/wikidump.py) built from the gensim enwiki fragment in
+Input: a real multistream dump (bench/harness.py ``build_multistream``) built from the gensim enwiki fragment in
 ../shared/data, its 206 pages repeated ``--copies`` times with distinct page ids, 100 pages
 per bz2 stream as dumps.wikimedia.org cuts them, grouped into pieces of ``--range-mb``.
 
 * ``serial``: pipeline.sharded.run_serial's steps in this process, extract (bz2 + XML +
   markup stripping) and tokenize (ids, splits, word and char tokens, counts) timed apart:
-  the per-core rates the README's scale plan multiplies out.
+  the per-core rates docs/scaling.md's scale plan multiplies out.
 * ``dask-1``, ``dask-2``: flows/preprocess.py on a LocalCluster of 1 and 2 worker processes
   (one thread each), started before the clock and passed as ``preprocess.scheduler``; one
   Prefect server for the whole bench. Wall time of the flow: planning, every task with
@@ -36,10 +36,9 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rnnlab-bench-pref
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bench prints its own lines
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by the workers too
 
+from bench.harness import SHARED_DATA, build_multistream, write_params
 from pipeline import sharded
 from pipeline.params import read_params
-from tests.support import SHARED_DATA, write_params
-from tests.wikidump import build_multistream
 
 ENWIKI = SHARED_DATA / "wikipedia-xml" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 

@@ -1,7 +1,7 @@
 """The cost of progress reporting (pipeline/progress.py) on the default run, as a ratio to the same work without it.
 
-    .venv/bin/python bench/progress.py                # corpus, tokenize, vocab, windows, training: ~3 minutes
-    .venv/bin/python bench/progress.py --rounds 5 --steps 400
+    .venv/bin/python -m bench.progress                # corpus, tokenize, vocab, windows, training: ~3 minutes
+    .venv/bin/python -m bench.progress --rounds 5 --steps 400
 
 Builds params.yaml's default data (the grammar corpus) in a temporary folder, in this process,
 then times each piece of work with progress off (``RNNLAB_PROGRESS=off``) and on, as a terminal
@@ -19,14 +19,6 @@ updates the default run makes: the overhead in seconds, whatever the machine's l
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize`: put the repository root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
 import argparse
 import contextlib
 import itertools
@@ -34,13 +26,17 @@ import logging
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from pipeline import log
+from pipeline import log, paths
 from pipeline.progress import MODE_ENV, SECONDS_ENV, Progress
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODES = ("off", "bar", "lines")
 
@@ -115,24 +111,24 @@ def main() -> None:
     os.chdir(work_dir)  # the stages' paths are relative to the repository root
 
     def build_corpus() -> None:
-        stats = corpus.write_documents(grammar.read(params.corpus.grammar), Path("data/corpus/docs"), "grammar")
+        stats = corpus.write_documents(grammar.read(params.corpus.grammar), paths.DOCS, "grammar")
         corpus.write_metrics(stats, "grammar")
 
     def build_tokens() -> None:
         tok = tokenize.tokenizer_for("word", params.tokenize.word)
-        tokenize.tokenize_table(Path("data/corpus/docs"), Path("data/tokens/word"), tok, 50_000, 1, "tokenize word")
+        tokenize.tokenize_table(paths.DOCS, paths.tokens("word"), tok, 50_000, 1, "tokenize word")
 
     def build_vocab() -> None:
-        counts, docs = vocab.count_tokens(Path("data/tokens/word"), "vocab word")
+        counts, docs = vocab.count_tokens(paths.tokens("word"), "vocab word")
         vocab.write_vocab("word", counts, docs, params.vocab.word)
 
     def build_windows() -> None:
         windows.build(
             "word",
             params.windows.word,
-            Path("data/tokens/word"),
-            Vocab.load("data/vocab/word.json"),
-            Path("data/windows/word"),
+            paths.tokens("word"),
+            Vocab.load(paths.vocab("word")),
+            paths.windows("word"),
         )
 
     train_params = params.train.word.model_copy(update={"epochs": 1, "epoch_size": args.steps, "device": "cpu"})
@@ -140,9 +136,9 @@ def main() -> None:
 
     def train() -> None:
         runs[0] += 1  # a fresh checkpoint folder each time: every timing trains from scratch
-        run = {"fingerprint": "bench", "tokenizer": None, "vocab_path": "data/vocab/word.json"}
-        vocab_ = Vocab.load("data/vocab/word.json")
-        lm_trainer(train_params, Path("data/windows/word"), Path(f"ckpt/{runs[0]}"), vocab_, run).fit()
+        run = {"fingerprint": "bench", "tokenizer": None, "vocab_path": str(paths.vocab("word"))}
+        vocab_ = Vocab.load(paths.vocab("word"))
+        lm_trainer(train_params, paths.windows("word"), Path(f"ckpt/{runs[0]}"), vocab_, run).fit()
 
     pieces = {
         "corpus (grammar)": build_corpus,
@@ -230,7 +226,7 @@ def lm_trainer_steps(params: object) -> int:
     p = params.train.word  # type: ignore[attr-defined]
     if p.epoch_size:
         return int(p.epoch_size)
-    return train_batches(p.mode, Path("data/windows/word/train"), p.batch_size, p.bptt, p.seed).steps_per_pass
+    return train_batches(p.mode, paths.windows("word") / "train", p.batch_size, p.bptt, p.seed).steps_per_pass
 
 
 if __name__ == "__main__":

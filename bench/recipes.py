@@ -6,7 +6,7 @@
     .venv/bin/python -m bench.recipes --screen char          # the recipe against the candidates it beat
 
 Both parts build their data as `rnnlab recipe` does: params.yaml with the recipe's keys and the
-corpus keys applied (flows/recipes.py checks them), then the corpus, tokenize, vocab and windows
+corpus keys applied (ops/recipes.py checks them), then the corpus, tokenize, vocab and windows
 stages, in a temporary folder. The shared corpora are read in place.
 
 char-text: WikiText-2 valid.txt (../shared/data/wikitext-2) as one plain-text file, one document
@@ -61,11 +61,11 @@ from bench.train_throughput import (
     batchify,
     examples_params,
 )
-from flows import recipes
 from models.device import DEFAULT_THREADS, set_threads
 from models.evaluate import eval_mode
 from models.lm import lm_trainer
 from models.trainer import Trainer
+from ops import recipes
 from pipeline import corpus, tokenize, vocab, windows
 from pipeline.params import Params, TrainParams, read_params, validate
 from pipeline.vocab import Vocab
@@ -304,7 +304,7 @@ def word_part(args: argparse.Namespace, work: Path) -> None:
 # --- --screen: the candidates the recipes were chosen from ------------------------------------
 
 # Overrides of params.yaml's train.<level>, each trained for the same wall time on the recipe's
-# data (README "Recipes" lists what they gave). Epoch sizes keep validations ~20-50 s apart.
+# data (docs/models.md, "Your own text", lists what they gave). Epoch sizes keep validations ~20-50 s apart.
 CHAR_CANDIDATES: dict[str, dict[str, Any]] = {
     "params.yaml's default": {},
     "GRU 1x128, Adam 0.01": {"lr": 0.01, "epoch_size": 300},

@@ -73,9 +73,9 @@ def env() -> dict[str, str]:
 
 
 def checkout(rev: str | None, dest: Path) -> Path:
-    """The working tree as a fresh clone would have it (tests.support.copy_repo), or a clone of ``rev``."""
+    """The working tree as a fresh clone would have it (bench.harness.copy_repo), or a clone of ``rev``."""
     if rev is None:
-        from tests.support import copy_repo
+        from bench.harness import copy_repo
 
         return copy_repo(dest)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)

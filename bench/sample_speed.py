@@ -1,7 +1,7 @@
 """Stateful sampling (models.sampling) against re-running the whole prefix for every new token.
 
-    .venv/bin/python bench/sample_speed.py                    # 500 tokens, 1 thread
-    .venv/bin/python bench/sample_speed.py --tokens 200 --threads 2
+    .venv/bin/python -m bench.sample_speed                    # 500 tokens, 1 thread
+    .venv/bin/python -m bench.sample_speed --tokens 200 --threads 2
 
 The stateful path is ``LanguageModel.generate``: the prime is fed once, then each
 token is one recurrent step on the carried state. The reference recomputes the
@@ -14,14 +14,6 @@ is masked so that every sample runs to full length).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize` (as bench/tokenize.py explains): put the repository root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
 
 import argparse
 import statistics

@@ -4,8 +4,8 @@
     python -m bench.server_load --quick                # N = 3 on each backend: a smoke run (7 min there)
     python -m bench.server_load -n 8 --backend postgresql --json out.json
 
-Per backend, one real ``prefect server start`` (flows/server.py): on SQLite in its own home
-(Prefect's default), or on a throwaway PostgreSQL cluster (tests/prefect_server.py: Debian's
+Per backend, one real ``prefect server start`` (ops/server.py): on SQLite in its own home
+(Prefect's default), or on a throwaway PostgreSQL cluster (bench/harness.py: Debian's
 server programs, ``make postgres``). Against it, per round of N flow runs started at once:
 
 * the stage flow ``python -m flows.lm --level word`` (train, n-gram, evaluate, sample), in
@@ -13,7 +13,7 @@ server programs, ``make postgres``). Against it, per round of N flow runs starte
 * q = max(1, N // 4) experiments: ``dvc exp run --queue -S train.word.seed=S lm@word``, run
   by ``dvc queue start -j q`` (its workers inherit PREFECT_API_URL, so the stage flows they run
   record to the same server);
-* one run of the scheduled retraining: ``python -m flows.serve`` serves ``retrain`` (with a
+* one run of the scheduled retraining: ``python -m ops.serve`` serves ``retrain`` (with a
   yearly cron, so that nothing else comes due) and the round triggers one run of it through
   the API, as the scheduler or a person in the UI would;
 
@@ -57,22 +57,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import requests
 
-from flows.server import ServerError, wait_until
-from flows.server import stop as stop_group
-from tests.prefect_server import (
+from bench.harness import (
+    GIT,
     NO_POSTGRES,
     PREFECT_HTTP,
+    SMALL_CORPUS,
+    VENV_BIN,
+    copy_repo,
+    load_params,
     postgres_bin,
     postgres_cluster,
     prefect_server,
     processes_under,
+    run,
+    tool_env,
+    write_params,
 )
-from tests.support import GIT, SMALL_CORPUS, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
+from ops.server import STOP_GRACE
+from pipeline.procs import WaitError, wait_until
+from pipeline.procs import stop as stop_group
 
 PY = str(VENV_BIN / "python")
 TARGET = "lm@word"
@@ -263,14 +268,14 @@ def backend(
         serve_log = folder / "serve.log"
         with open(serve_log, "wb") as out:
             serve = subprocess.Popen(
-                [PY, "-m", "flows.serve", "--repo", str(retrain_repo), "--cron", NEVER],
+                [PY, "-m", "ops.serve", "--repo", str(retrain_repo), "--cron", NEVER],
                 cwd=retrain_repo,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        stack.callback(stop_group, serve)  # SIGTERM: serve pauses its schedule and exits
+        stack.callback(stop_group, serve, STOP_GRACE)  # SIGTERM: serve pauses its schedule and exits
 
         def deployment() -> dict[str, Any] | None:
             r = PREFECT_HTTP.get(f"{api}/deployments/name/retrain/{DEPLOYMENT}", timeout=30)
@@ -401,10 +406,10 @@ def run_round(b: Backend, n: int, first_seed: int, folder: Path) -> Round:
 
         try:
             wait_until(f"the {n} runs of round N={n} on {b.name} to end", ended, ROUND_DEADLINE, say=say)
-        except ServerError as e:  # the deadline: count what is there, stop what is left
+        except WaitError as e:  # the deadline: count what is there, stop what is left
             result.notes.append(str(e))
             for _, p in procs:
-                stop_group(p)
+                stop_group(p, STOP_GRACE)
             run(b.exp_repo, "dvc", "queue", "stop", "--kill", env=b.env, check=False)
         result.wall_s = time.monotonic() - start
 
@@ -466,7 +471,7 @@ def run_round(b: Backend, n: int, first_seed: int, folder: Path) -> Round:
     def quiet() -> bool:
         return not processes_under(folder) and not processes_under(b.exp_repo)
 
-    with contextlib.suppress(ServerError):  # what is left is reported below
+    with contextlib.suppress(WaitError):  # what is left is reported below
         wait_until("the round's processes to exit", quiet, 120, say=say)
     result.left = processes_under(folder) + processes_under(b.exp_repo)
     return result

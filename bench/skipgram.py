@@ -24,24 +24,19 @@ words/s it implies (pairs per word in this pass), one thread.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run by path, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize` (imported by torch, numpy and inspect): put the repo root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
 import argparse
 import random
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
+from bench.harness import reference_pairs
 from pipeline.skipgram.pairs import PassPlan, clip_ids, keep_probabilities, stream_counts
-from tests.support import reference_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
 PAD, UNK, EOS = 0, 1, 2

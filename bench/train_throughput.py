@@ -1,7 +1,7 @@
 """Training tokens/s, and peak memory, of models.trainer against pytorch/examples' word_language_model loop.
 
-    .venv/bin/python bench/train_throughput.py                 # 1 thread, 2x200 LSTM, bptt 35, batch 20
-    .venv/bin/python bench/train_throughput.py --threads 2
+    .venv/bin/python -m bench.train_throughput                 # 1 thread, 2x200 LSTM, bptt 35, batch 20
+    .venv/bin/python -m bench.train_throughput --threads 2
     .venv/bin/python -m bench.train_throughput --rss           # peak RSS of training + evaluation, 6 epochs
 
 Both train the same model (emb 200, 2x200 LSTM, dropout 0.2, untied) with SGD lr 20 and
@@ -28,14 +28,6 @@ Rounds alternate the sides; the figures are medians over rounds.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize` (as bench/tokenize.py explains): put the repository root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
 import argparse
 import json
 import math
@@ -43,8 +35,10 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +51,8 @@ from models.lm import lm_trainer
 from models.trainer import Trainer
 from pipeline.params import LOGITS_MB, TrainParams
 from pipeline.vocab import Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
 DATA = WIKITEXT / "valid.txt"

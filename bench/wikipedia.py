@@ -1,8 +1,8 @@
 """Wikipedia dump extraction speed, as a ratio against plain bz2 decompression of the same file.
 
-    .venv/bin/python bench/wikipedia.py                 # the gensim enwiki fragment in ../shared/data
-    .venv/bin/python bench/wikipedia.py --file dump.xml.bz2 --repeat 5
-    .venv/bin/python bench/wikipedia.py --markup        # also: hand-written stripper vs mwparserfromhell
+    .venv/bin/python -m bench.wikipedia                 # the gensim enwiki fragment in ../shared/data
+    .venv/bin/python -m bench.wikipedia --file dump.xml.bz2 --repeat 5
+    .venv/bin/python -m bench.wikipedia --markup        # also: hand-written stripper vs mwparserfromhell
     .venv/bin/python -m bench.wikipedia --hostile       # only: pathological pages vs the real fragment
 
 Every figure is MB of *decompressed XML* per second (best of ``--repeat`` runs),
@@ -17,7 +17,7 @@ The target is extractor / plain decode ≥ 0.8. The extractor overlaps decompres
 (another process or thread) with parsing and stripping (this thread), so on two
 free cores it is bound by whichever of the two is slower.
 
-``--hostile`` strips pathological pages of 50 KB, 500 KB and 5 MB (tests/hostile_wikitext.py:
+``--hostile`` strips pathological pages of 50 KB, 500 KB and 5 MB (bench/harness.py ``hostile_pages``:
 unclosed tags, templates and links, 10,000-deep nesting) and prints each one's MB/s as a
 ratio to ``strip_markup``'s MB/s on the real fragment's articles, all in this run, taking
 turns. The target is ≥ 0.3 for every page: a hostile page costs at most a few times what
@@ -37,13 +37,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run by path, bench/ leads sys.path and bench/tokenize.py would shadow the stdlib
-# `tokenize`: put the repo root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
+from bench.harness import KINDS
 from pipeline.sources import dumpfiles, wikimarkup, wikipedia
-from tests.hostile_wikitext import KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT = (
     ROOT.parent

@@ -1,4 +1,4 @@
-"""Shared by every flow: output paths, training fingerprints, the epoch task, DVCLive, stage plumbing.
+"""Shared by every flow: training fingerprints, the epoch task, progress artifacts, DVCLive, a flow stage's main.
 
 Outputs of one language-model level live under ``artifacts/<level>/`` (pipeline/paths.py names them,
 dvc.yaml repeats them)::
@@ -21,8 +21,6 @@ fingerprint is ignored. The language models also key Prefect's cache of ``fit`` 
 
 from __future__ import annotations
 
-import ast
-import functools
 import hashlib
 import json
 import logging
@@ -39,6 +37,7 @@ from pydantic import BaseModel
 
 from models.device import set_threads
 from pipeline import paths, stage
+from pipeline.codedeps import ROOT, module_file
 from pipeline.errors import RnnlabError
 from pipeline.io import atomic_open, read_json, sha256_file
 from pipeline.params import CharTokenizeParams, TrainParams, WordTokenizeParams
@@ -48,7 +47,6 @@ if TYPE_CHECKING:  # only for the annotation: importing the trainer would make i
     from pipeline.progress import Hook, Snapshot
 
 logger = logging.getLogger(f"rnnlab.{__name__}")
-ROOT = Path(__file__).resolve().parents[1]  # the repository: code files are hashed from here
 
 
 def tokenizer_settings(level: str, cfg: WordTokenizeParams | CharTokenizeParams) -> dict[str, Any]:
@@ -58,62 +56,11 @@ def tokenizer_settings(level: str, cfg: WordTokenizeParams | CharTokenizeParams)
     return {"level": "char", "lowercase": cfg.lowercase}
 
 
-def module_file(name: str) -> str:
-    """The repository path of project module ``name`` ("models.rnn" -> "models/rnn.py")."""
-    base = name.replace(".", "/")
-    return f"{base}/__init__.py" if (ROOT / base).is_dir() else f"{base}.py"
-
-
-@functools.cache  # each flow module's CODE walks the shared modules again at import: parse each once
-def _load_time_imports(name: str) -> frozenset[str]:
-    """The project modules that importing ``name`` imports itself: its module-level ``import`` and
-    ``from ... import`` statements (inside ``if``/``try`` too), not those in functions (lazy) or
-    under ``if TYPE_CHECKING`` (annotations only), which a run never loads with it."""
-    out: set[str] = set()
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.Import):
-                out.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                out.add(node.module)
-                submodules = (f"{node.module}.{a.name}" for a in node.names)  # `from models import cells`
-                out.update(m for m in submodules if (ROOT / module_file(m)).is_file())
-            elif isinstance(node, ast.If) and not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                for part in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
-                    visit(part)
-
-    visit(ast.parse((ROOT / module_file(name)).read_text(encoding="utf-8")).body)
-    return frozenset(m for m in out if m.split(".")[0] in ("flows", "models") and m not in ("flows", "models"))
-
-
-def model_code(flow_module: str, *extra: str) -> tuple[str, ...]:
-    """What a training's fingerprint hashes: the models/ modules that importing ``flow_module`` loads
-    (through the flows/ and models/ modules it imports, and theirs), plus ``extra`` (a task's data
-    helper outside models/). Sorted module names; tests/test_dvc_yaml.py checks each stage's list
-    against the imports its command really makes, through ``spec()``'s ``code_files``."""
-    seen: set[str] = set()
-    todo = [flow_module]
-    while todo:
-        if (name := todo.pop()) not in seen:
-            seen.add(name)
-            todo.extend(_load_time_imports(name))
-    return tuple(sorted({m for m in seen if m.startswith("models.")} | set(extra)))
-
-
-def code_files(modules: Iterable[str]) -> tuple[str, ...]:
-    """The files of ``modules`` (e.g. a flow's ``CODE``), as ``spec()`` lists them in its deps."""
-    return tuple(module_file(m) for m in modules)
-
-
 def fingerprint(task: str, params: BaseModel | Mapping[str, Any], data: Mapping[str, Any], code: Iterable[str]) -> str:
     """A training's identity: sha256 over the data's file hashes, the params and the code's hashes.
 
     ``data`` names files by their sha256 (e.g. a windows stage's meta.json), ``code`` the modules
-    the training imports (``model_code``), by name, so that a module keeps its key wherever its
+    the training imports (pipeline/codedeps.py ``model_code``), by name, so that a module keeps its key wherever its
     file lives. File hashes only: no tensor is hashed.
     """
     dumped = params.model_dump(mode="json") if isinstance(params, BaseModel) else dict(params)
@@ -299,13 +246,23 @@ def stage_main(doc: str | None, argv: Sequence[str] | None, body: Callable[..., 
 
 
 def wait_for_prefect() -> None:
-    """Block until the configured Prefect API answers (none configured: the flow starts its own)."""
+    """Block until the configured Prefect API answers (none configured: the flow starts its own):
+    a server still starting, e.g. ``rnnlab repro``'s. The deadline is the one Prefect's own start-up
+    of a server keeps (``server.ephemeral.startup_timeout_seconds``, raised in prefect.toml)."""
     from prefect.settings import get_current_settings
 
-    from flows.server import wait_for_api  # here, not above: it cannot change what a stage writes
+    from pipeline import procs  # here, not above: it cannot change what a stage writes
 
-    if api := get_current_settings().api.url:
-        wait_for_api(api, say=lambda line: print(f"rnnlab: {line}", file=sys.stderr, flush=True))
+    settings = get_current_settings()
+    if (api := settings.api.url) and not procs.healthy(api):
+        procs.wait_until(
+            f"the Prefect API at {api}",
+            lambda: procs.healthy(api),
+            float(settings.server.ephemeral.startup_timeout_seconds),
+            say=lambda line: print(f"rnnlab: {line}", file=sys.stderr, flush=True),
+            hint="is the server running? `make server` starts one; or unset PREFECT_API_URL to let each flow "
+            "start a temporary server of its own",
+        )
 
 
 def stop_as_stage(call: Callable[[], object]) -> None:

@@ -40,7 +40,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import code_files, model_code, stage_main, tokenizer_settings, warn, write_live
+from flows.common import stage_main, tokenizer_settings, warn, write_live
 from flows.evaluate import PERPLEXITIES, evaluate
 from flows.ngram import ngram
 from flows.sample import sample
@@ -48,34 +48,20 @@ from flows.train import train
 from models.evaluate import bits_key
 from models.preflight import check_lm
 from pipeline import paths, stage
+from pipeline.codedeps import code_deps
 from pipeline.io import write_json
 from pipeline.params import EvaluateParams, Level, NgramParams, SampleParams, TrainParams, load_params
-from pipeline.paths import ARTIFACTS, checkpoints, evaluation, metrics_file, ngram_scores, plots, samples
+from pipeline.paths import checkpoints, evaluation, lm_outputs, metrics_file, ngram_scores, plots, samples
 
 CURVES = ("train_loss", "valid_loss", "lr")  # per epoch, the DVC plots (loss in nats per token); and "seconds"
 PERPLEXITY_PLOT = "perplexity.json"  # in plots(level): the bars of dvc.yaml's <level>-perplexity
-PLOTS_PAGE = Path("dvc_plots/index.html")  # what `dvc plots show` writes (its default out_dir)
 
 
 def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"train.{level}", f"tokenize.{level}", f"ngram.{level}", "evaluate", f"sample.{level}"),
         deps=(
-            "flows/lm.py",
-            "flows/common.py",
-            "flows/evaluate.py",
-            "flows/ngram.py",
-            "flows/procs.py",
-            "flows/sample.py",
-            "flows/train.py",
-            *code_files(model_code("flows.lm")),  # the trained model's, the n-gram's and the sampler's
-            "pipeline/docs.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/threads.py",
-            "pipeline/tokenize.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.lm"),
             str(paths.windows(level)),
             str(paths.vocab(level)),
             str(paths.ORACLE),
@@ -126,7 +112,7 @@ def publish_plots(level: Level, result: dict[str, dict[str, Any]]) -> None:
     write_json(plots(level) / PERPLEXITY_PLOT, perplexity_rows(result))
     create_link_artifact(
         key=f"{level}-plots",
-        link=(Path.cwd() / PLOTS_PAGE).as_uri(),
+        link=(Path.cwd() / paths.PLOTS_PAGE).as_uri(),
         link_text=f"{level} level: loss per epoch and per second, learning rate, perplexity beside the n-gram's",
         description=f"The DVC plots page (`dvc plots show` writes it; `dvc plots diff` compares experiments). "
         f"Its data: {Path.cwd() / plots(level)}/",
@@ -146,7 +132,7 @@ def language_model(
     record = train(level, train_params, tokenizer)
     baseline = ngram(level, ngram_params)
     result = evaluate(level, evaluate_params, baseline)
-    write_live(ARTIFACTS / level, record["history"], CURVES, headline(level, result))
+    write_live(lm_outputs(level), record["history"], CURVES, headline(level, result))
     publish_plots(level, result)
     sample(level, sample_params)
     return {"train": record, "evaluation": result}

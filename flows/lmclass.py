@@ -27,9 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     markdown_table,
-    model_code,
     stage_main,
     tokenizer_settings,
     train_all,
@@ -42,17 +40,13 @@ from models.lm import lm_trainer
 from models.lmclass import class_scores
 from models.trainer import Trainer
 from pipeline import stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.errors import DataError
 from pipeline.io import read_json, write_json
 from pipeline.params import TrainParams, load_params
-from pipeline.paths import ARTIFACTS, IMDB_DATA
+from pipeline.paths import IMDB_DATA, LMCLASS_CHECKPOINTS, LMCLASS_HISTORY, LMCLASS_METRICS, SENTIMENT_METRICS
 from pipeline.vocab import Vocab
 
-OUT = ARTIFACTS / "lmclass"
-CHECKPOINTS = OUT / "checkpoints"
-HISTORY = OUT / "history.csv"
-METRICS = OUT / "metrics.json"
-SENTIMENT_METRICS = ARTIFACTS / "sentiment" / "metrics.json"  # flows/sentiment.py writes it
 HISTORY_COLUMNS = ("label", "epoch", "step", "train_loss", "valid_loss", "valid_perplexity", "lr")
 # What the fingerprint hashes: the models/ modules this flow loads.
 CODE = model_code("flows.lmclass")
@@ -62,21 +56,14 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("lmclass.train", "lmclass.batch_size", "imdb_data.tokenize"),
         deps=(
-            "flows/lmclass.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vectors.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.lmclass"),
             str(IMDB_DATA.lm),
             str(IMDB_DATA.windows),
             str(IMDB_DATA.vocab),
             str(SENTIMENT_METRICS),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.
-        outs=(str(CHECKPOINTS), str(HISTORY), str(METRICS)),
+        outs=(str(LMCLASS_CHECKPOINTS), str(LMCLASS_HISTORY), str(LMCLASS_METRICS)),
     )
 
 
@@ -110,15 +97,15 @@ def lmclass(train: TrainParams, batch_size: int, tokenizer: dict[str, Any]) -> d
             raise DataError(f"{data}: no windows for class {label!r}; run `dvc repro tasks/dvc.yaml:lmclass_data`")
         fp = train_fingerprint(f"lmclass-{label}", data, train, tokenizer, CODE)
         provenance = {"fingerprint": fp, "tokenizer": tokenizer, "vocab_path": str(IMDB_DATA.vocab)}
-        trainers[label] = lm_trainer(train, data, CHECKPOINTS / label, vocab, provenance, key="lmclass.train")
+        trainers[label] = lm_trainer(train, data, LMCLASS_CHECKPOINTS / label, vocab, provenance, key="lmclass.train")
     train_all(trainers)
-    write_csv(HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
+    write_csv(LMCLASS_HISTORY, [{"label": k, **h} for k, t in trainers.items() for h in t.history], HISTORY_COLUMNS)
     result: dict[str, Any] = {"test": classify_test(trainers, labels, batch_size)}
     result["valid_perplexity"] = {k: t.history[-1]["valid_perplexity"] for k, t in trainers.items()}
     sentiment = read_json(SENTIMENT_METRICS) if Path(SENTIMENT_METRICS).is_file() else None
     if sentiment is not None:
         result["test"]["sentiment_accuracy"] = sentiment["test"]["accuracy"]
-    write_json(METRICS, result)
+    write_json(LMCLASS_METRICS, result)
     rows = [
         {
             "classifier": f"one {train.cell.upper()} LM per class, higher log-likelihood per token",

@@ -25,11 +25,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     fingerprint,
     folder_data,
     markdown_table,
-    model_code,
     stage_main,
     train_all,
     write_csv,
@@ -37,14 +35,11 @@ from flows.common import (
 from models.ocr import OcrTask
 from models.trainer import Trainer
 from pipeline import stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.io import write_json
 from pipeline.params import OcrTaskParams, load_params
-from pipeline.paths import ARTIFACTS, OCR_DOCS
+from pipeline.paths import OCR_CHECKPOINTS, OCR_DOCS, OCR_ERRORS, OCR_LABELLER_METRICS
 
-OUT = ARTIFACTS / "ocr"
-CHECKPOINTS = OUT / "checkpoints"
-ERRORS = OUT / "errors.csv"
-METRICS = OUT / "metrics.json"
 DIRECTIONS = {"bidirectional": True, "unidirectional": False}
 # What the fingerprint hashes: the models/ modules this flow loads, and the OCR split reader.
 CODE = model_code("flows.ocr", "pipeline.ocr.table")
@@ -54,22 +49,11 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("ocr",),
         deps=(
-            "flows/ocr.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/ocr/__init__.py",
-            "pipeline/docs.py",
-            "pipeline/download.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/sources/__init__.py",
-            "pipeline/sources/ocr.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.ocr"),
             str(OCR_DOCS),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.
-        outs=(str(CHECKPOINTS), str(ERRORS), str(METRICS)),
+        outs=(str(OCR_CHECKPOINTS), str(OCR_ERRORS), str(OCR_LABELLER_METRICS)),
     )
 
 
@@ -94,16 +78,16 @@ def ocr(params: OcrTaskParams) -> dict[str, Any]:
         def build(device: Any, bi: bool = DIRECTIONS[name]) -> OcrTask:
             return OcrTask(params, OCR_DOCS, device, bidirectional=bi)
 
-        trainers[name] = Trainer(build, params, CHECKPOINTS / name, fp, key="ocr")
+        trainers[name] = Trainer(build, params, OCR_CHECKPOINTS / name, fp, key="ocr")
         log.info(f"{name}: {trainers[name].task.cfg}, {trainers[name].steps_per_epoch} steps per epoch")
     train_all(trainers)
     epochs = [
         {"epoch": h["epoch"], **{n: t.history[i]["valid_letter_error"] for n, t in trainers.items()}}
         for i, h in enumerate(trainers[main].history)
     ]
-    write_csv(ERRORS, epochs, ["epoch", *DIRECTIONS])
+    write_csv(OCR_ERRORS, epochs, ["epoch", *DIRECTIONS])
     result = {name: evaluate_test(t, name) for name, t in trainers.items()}
-    write_json(METRICS, result)
+    write_json(OCR_LABELLER_METRICS, result)
     rows = [{"model": f"GRU {params.hidden}, {name}", **m} for name, m in result.items()]
     create_markdown_artifact(
         key="ocr-metrics",

@@ -2,7 +2,7 @@
 
     python -m flows.retrain                          # once, now (make retrain)
     python -m flows.retrain --level word -S train.word.lr=0.01 --remote team
-    python -m flows.serve                            # on the `schedule` in params.yaml (make serve)
+    python -m ops.serve                              # on the `schedule` in params.yaml (make serve)
 
 Each run, in the repository ``repo``:
 
@@ -15,7 +15,7 @@ Each run, in the repository ``repo``:
    ``artifacts/<level>/evaluation.json``) against the promoted model's on the same held-out data
    (its recorded number when the data and the evaluation are the same, else the promoted
    checkpoint re-scored on the current split);
-4. promotion when better by ``retrain.margin`` (flows/registry.py: an atomic pointer update,
+4. promotion when better by ``retrain.margin`` (models/registry.py: an atomic pointer update,
    tracked by ``dvc add registry``), a markdown artifact ``promotion-<level>`` that states the
    decision, and a table artifact ``promotion-<level>-decision`` with its numbers;
 5. ``dvc push`` when a remote is configured (retried).
@@ -29,7 +29,6 @@ PREFECT_API_URL, so they record to the same server (and start no temporary ones)
 
 import argparse
 import datetime
-import json
 import shlex
 import subprocess
 import sys
@@ -42,15 +41,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 
-from flows import procs, registry, server
-from flows import remote as dvc_remote
 from flows.common import markdown_table, quiet_prefect_logs, stop_as_stage
-from pipeline import paths, stage
+from models import registry
+from pipeline import dvc_remote, paths, procs, stage
 from pipeline.errors import ParamsError, RnnlabError
 from pipeline.io import read_json, sha256_file
-from pipeline.params import LEVELS, PARAMS_FILE, Level, Params, validate
-from pipeline.paths import checkpoints, evaluation
+from pipeline.overrides import override_text, parse_sets
+from pipeline.params import LEVELS, Level, Params, validate
+from pipeline.paths import PARAMS_FILE, checkpoints, evaluation
 
 Override = str | int | float | bool
 NETWORK_RETRIES = 3
@@ -67,17 +67,14 @@ def _log(line: str) -> None:
 
 def prefect_env() -> dict[str, str]:
     """PREFECT_API_URL of this run, passed on to the stage flows that DVC starts."""
-    url = server.configured_api()
+    url = get_current_settings().api.url  # the environment, the active profile, prefect.toml
     return {"PREFECT_API_URL": url} if url else {}
 
 
-def cli_value(value: Override) -> str:
-    """A value as ``dvc exp run -S`` reads it (YAML): true, 0.01, text."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def params_with(root: Path, overrides: dict[str, Override]) -> Params:
-    """params.yaml with ``overrides`` applied, validated, so a bad key fails before DVC edits the file."""
+    """params.yaml with ``overrides`` applied, validated, so a bad key fails before DVC edits the file.
+
+    A value given as text is read as DVC will read it from ``-S`` (pipeline/overrides.py)."""
     path = root / PARAMS_FILE
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key, value in overrides.items():
@@ -86,7 +83,7 @@ def params_with(root: Path, overrides: dict[str, Override]) -> Params:
             if not isinstance(node, dict) or not isinstance(node.get(part), dict):
                 raise ParamsError(f"override {key}={value!r}: {part!r} is not a section of {path}")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+        node[parts[-1]] = parse_sets([f"{key}={value}"], "retrain")[key][0] if isinstance(value, str) else value
     source = f"{path} with overrides {overrides}" if overrides else str(path)
     return validate(raw, source)
 
@@ -110,14 +107,14 @@ def reproduce(root: Path, targets: list[str], overrides: dict[str, Override]) ->
             "commit first (git add -A && git commit -m baseline), or retrain without overrides"
         )
     if overrides:
-        sets = [a for k, v in overrides.items() for a in ("-S", f"{k}={cli_value(v)}")]
+        sets = [a for k, v in overrides.items() for a in ("-S", f"{k}={override_text(v)}")]
         _dvc(root, "exp", "run", *sets, *targets)
     else:
         _dvc(root, "repro", *targets)
 
 
 def _dvc(root: Path, *args: str) -> None:
-    """``dvc ARGS`` with its output in the run's log, as flows/remote.py runs it, except that its
+    """``dvc ARGS`` with its output in the run's log, as pipeline/dvc_remote.py runs it, except that its
     whole process tree (the running stage, torchrun under it) stops with this run: when SIGTERM or
     Ctrl-C stops ``make retrain``, or when the run is cancelled (the UI, ``prefect flow-run cancel``:
     the runner sends SIGTERM, which Prefect raises here as TerminationSignal)."""
@@ -223,7 +220,7 @@ def compare(root: Path, level: Level, p: Params, overrides: dict[str, Override],
 @task(name="track-registry", cache_policy=NO_CACHE)
 def track_registry(root: Path) -> None:
     """``dvc add registry``: one .dvc file versions every pointer with its model (a no-op when unchanged)."""
-    dvc_remote.dvc(root, "add", "--quiet", registry.REGISTRY.as_posix(), log=_log)
+    dvc_remote.dvc(root, "add", "--quiet", paths.REGISTRY.as_posix(), log=_log)
 
 
 def report(level: str, outcome: dict[str, Any]) -> str:
@@ -240,10 +237,10 @@ def report(level: str, outcome: dict[str, Any]) -> str:
         },
     ]
     where = (
-        f"Registry: `registry/{level}.json` now points at `{outcome['model']}`. Commit it "
+        f"Registry: `{paths.registry_pointer(level)}` now points at `{outcome['model']}`. Commit it "
         "(`git add registry.dvc dvc.lock && git commit`) so the team sees it; `dvc push` shares the files."
         if d["promote"]
-        else f"Registry unchanged: `registry/{level}.json`."
+        else f"Registry unchanged: `{paths.registry_pointer(level)}`."
     )
     return (
         f"# Promotion, {level} level\n\nDecision: **{verdict}**. {d['reason']}.\n\n"
@@ -320,7 +317,7 @@ def retrain(
     outcomes = {level: compare(root, level, p, overrides, force) for level in chosen}
     for level, outcome in outcomes.items():
         publish(level, outcome)
-    if (root / registry.REGISTRY).is_dir():
+    if (root / paths.REGISTRY).is_dir():
         track_registry(root)
     if name:
         push(root, name)

@@ -31,10 +31,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     fingerprint,
     markdown_table,
-    model_code,
     stage_main,
     tokenizer_settings,
     train_all,
@@ -44,15 +42,12 @@ from flows.common import (
 from models.classify import SentimentTask, initial_embeddings
 from models.trainer import Trainer
 from pipeline import stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.io import sha256_file, write_json
 from pipeline.params import SentimentParams, load_params
-from pipeline.paths import ARTIFACTS, IMDB_DATA
+from pipeline.paths import IMDB_DATA, SENTIMENT_CHECKPOINTS, SENTIMENT_HISTORY, SENTIMENT_METRICS
 from pipeline.vocab import Vocab
 
-OUT = ARTIFACTS / "sentiment"
-CHECKPOINTS = OUT / "checkpoints"
-HISTORY = OUT / "history.csv"
-METRICS = OUT / "metrics.json"
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "valid_loss", "valid_accuracy", "lr")
 # What the fingerprint hashes: the models/ modules this flow loads, and the pretrained-vector aligner.
 CODE = model_code("flows.sentiment", "pipeline.vectors")
@@ -62,18 +57,12 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("sentiment", "imdb_data.tokenize"),
         deps=(
-            "flows/sentiment.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.sentiment"),
             str(IMDB_DATA.windows),
             str(IMDB_DATA.vocab),
         ),
         # Not DVC metrics: `dvc metrics show` must not warn for users who never ran tasks/dvc.yaml.
-        outs=(str(CHECKPOINTS), str(HISTORY), str(METRICS)),
+        outs=(str(SENTIMENT_CHECKPOINTS), str(SENTIMENT_HISTORY), str(SENTIMENT_METRICS)),
     )
 
 
@@ -114,12 +103,12 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
             embeddings=emb,
         )
 
-    trainer = Trainer(build, params, CHECKPOINTS, fp, key="sentiment")
+    trainer = Trainer(build, params, SENTIMENT_CHECKPOINTS, fp, key="sentiment")
     log.info(
         f"{trainer.task.cfg} on {trainer.device}: {trainer.steps_per_epoch} steps per epoch, {params.epochs} epochs"
     )
     train_all({"": trainer})
-    write_csv(HISTORY, trainer.history, HISTORY_COLUMNS)
+    write_csv(SENTIMENT_HISTORY, trainer.history, HISTORY_COLUMNS)
     result: dict[str, Any] = {split: evaluate_split(trainer.task, split) for split in ("valid", "test")}
     result["model"] = {
         "cell": params.cell,
@@ -127,7 +116,7 @@ def sentiment(params: SentimentParams, tokenizer: dict[str, Any]) -> dict[str, A
         "hidden": params.hidden,
         "embeddings": trainer.task.embeddings_info,
     }
-    write_json(METRICS, result)
+    write_json(SENTIMENT_METRICS, result)
     test = result["test"]
     create_markdown_artifact(
         key="sentiment-metrics",

@@ -30,10 +30,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import (
-    code_files,
     fingerprint,
     markdown_table,
-    model_code,
     stage_main,
     train_all,
     windows_data,
@@ -42,20 +40,12 @@ from flows.common import (
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
 from pipeline import paths, stage
+from pipeline.codedeps import code_deps, model_code
 from pipeline.io import write_json
 from pipeline.params import SkipgramParams, load_params
-from pipeline.paths import ARTIFACTS
 from pipeline.vectors import save_embeddings, write_word2vec
 from pipeline.vocab import NUM_SPECIALS, Vocab
 
-OUT = ARTIFACTS / "skipgram"
-CHECKPOINTS = OUT / "checkpoints"
-EMBEDDINGS = OUT / "embeddings.npy"
-EMBEDDINGS_META = OUT / "embeddings.json"
-VECTORS = OUT / "vectors.txt"
-REPORT = OUT / "report.json"
-PLOTS = OUT / "plots"
-METRICS = OUT / "metrics.json"
 CURVES = ("train_loss", "valid_loss")
 # What the fingerprint hashes: the models/ modules this flow loads, and the pair sampler.
 CODE = model_code("flows.skipgram", "pipeline.skipgram.pairs")
@@ -66,20 +56,19 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("skipgram",),
         deps=(
-            "flows/skipgram.py",
-            "flows/common.py",
-            *code_files(CODE),
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/skipgram/__init__.py",
-            "pipeline/vectors.py",
-            "pipeline/vocab.py",
+            *code_deps("flows.skipgram"),
             str(paths.windows("word")),
             str(paths.vocab("word")),
         ),
-        outs=(str(CHECKPOINTS), str(EMBEDDINGS), str(EMBEDDINGS_META), str(VECTORS), str(REPORT), str(PLOTS)),
-        metrics=(str(METRICS),),
+        outs=(
+            str(paths.SKIPGRAM_CHECKPOINTS),
+            str(paths.EMBEDDINGS),
+            str(paths.EMBEDDINGS_META),
+            str(paths.WORD_VECTORS),
+            str(paths.SKIPGRAM_REPORT),
+            str(paths.SKIPGRAM_PLOTS),
+        ),
+        metrics=(str(paths.SKIPGRAM_METRICS),),
     )
 
 
@@ -88,8 +77,8 @@ def export(task_: SkipgramTask, vocab: Vocab) -> None:
     """embeddings.npy (+ .json) aligned to the vocabulary, and vectors.txt in word2vec text format."""
     matrix = task_.embeddings()
     n = task_.cfg.vocab_size  # trained rows; the rest repeat <unk>'s
-    save_embeddings(EMBEDDINGS, matrix, vocab, paths.vocab("word"), trained=n)
-    write_word2vec(VECTORS, matrix[NUM_SPECIALS:n], vocab.tokens[NUM_SPECIALS:n])
+    save_embeddings(paths.EMBEDDINGS, matrix, vocab, paths.vocab("word"), trained=n)
+    write_word2vec(paths.WORD_VECTORS, matrix[NUM_SPECIALS:n], vocab.tokens[NUM_SPECIALS:n])
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -131,7 +120,7 @@ def skipgram(params: SkipgramParams) -> dict[str, Any]:
     trainer = Trainer(
         lambda device: SkipgramTask(params, data, vocab, device, vocab_path=str(paths.vocab("word"))),
         params,
-        CHECKPOINTS,
+        paths.SKIPGRAM_CHECKPOINTS,
         fp,
         key="skipgram",
     )
@@ -142,11 +131,11 @@ def skipgram(params: SkipgramParams) -> dict[str, Any]:
     train_all({"": trainer})
     export(trainer.task, vocab)
     result = report(trainer.task, vocab, params, trainer.history)
-    write_json(REPORT, result)
+    write_json(paths.SKIPGRAM_REPORT, result)
     headline = {"valid_loss": result["valid_loss"]}
     if "analogy" in result:
         headline["analogy_accuracy"] = result["analogy"]["accuracy"]
-    write_live(OUT, trainer.history, CURVES, headline)
+    write_live(paths.SKIPGRAM, trainer.history, CURVES, headline)
     return result
 
 

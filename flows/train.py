@@ -1,6 +1,6 @@
 """Flow ``train``: fit one level's language model; cached on one fingerprint, resumable when killed.
 
-A subflow of the ``lm@<level>`` stage (flows/lm.py). Caching rule (README, "Language models"):
+A subflow of the ``lm@<level>`` stage (flows/lm.py). Caching rule (docs/models.md, "Caching"):
 
 * **DVC decides whether the stage runs.** It reruns ``lm@<level>`` exactly when a
   declared dep or param changed: the windows and vocabulary, ``train.<level>``,
@@ -34,13 +34,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import procs
-from flows.common import lm_fingerprint, model_code, progress_artifact, train_all
+from flows.common import lm_fingerprint, progress_artifact, train_all
 from models import checkpoint as ckpt
-from models import ddp_train
+from models import ddp_train, distributed
 from models.data import read_meta, train_batches
 from models.lm import lm_trainer
-from pipeline import paths
+from pipeline import paths, procs
+from pipeline.codedeps import model_code
 from pipeline.errors import RnnlabError
 from pipeline.io import sha256_file
 from pipeline.params import DistributedParams, Level, TrainParams
@@ -123,8 +123,9 @@ def fit_torchrun(
     stopped whole if this task is interrupted.
     """
     nproc = params.distributed.nproc
-    argv = ddp_train.command(
+    argv = distributed.torchrun(
         nproc,
+        ddp_train.MODULE,
         ddp_train.arguments(
             params,
             paths.windows(level),

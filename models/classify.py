@@ -1,6 +1,6 @@
 """Sentiment classification: a GRU or LSTM over word embeddings, two readouts.
 
-    task = SentimentTask(params.sentiment, Path("data/imdb/windows"), vocab, device, vocab_path=...,
+    task = SentimentTask(params.sentiment, paths.IMDB_DATA.windows, vocab, device, vocab_path=...,
                          tokenizer={...}, embeddings=initial_embeddings(path, vocab))
     Trainer(lambda d: task, params.sentiment, ckpt_dir, fingerprint).fit()
     task.evaluate("test")      # loss, accuracy, confusion matrix

@@ -1,6 +1,7 @@
-"""One torchrun process of a data-parallel language-model training (README, "Distributed training").
+"""One torchrun process of a data-parallel language-model training (docs/scaling.md, "Distributed training").
 
-flows/train.py runs this when ``train.<level>.distributed.nproc`` is above 1::
+flows/train.py runs this when ``train.<level>.distributed.nproc`` is above 1
+(``models.distributed.torchrun(nproc, MODULE, arguments(...))``)::
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m models.ddp_train \\
         --data data/windows/word --vocab data/vocab/word.json --checkpoints artifacts/word/checkpoints \\
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from models import distributed
 from models.device import set_threads
 from models.lm import lm_trainer
 from pipeline import log
-from pipeline.errors import RnnlabError
+from pipeline.errors import RnnlabError, refuse
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
@@ -70,16 +70,6 @@ def arguments(
         "--tokenizer",
         json.dumps(tokenizer),
     ]
-
-
-def command(nproc: int, args: Sequence[str]) -> list[str]:
-    """``torchrun --standalone --nproc_per_node N -m models.ddp_train ARGS`` with this interpreter.
-
-    ``--standalone`` runs a local rendezvous on a free port, so several trainings on one
-    machine never collide.
-    """
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return [*launcher, "-m", MODULE, *args]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         trainer.fit()
     except RnnlabError as e:
-        print(f"error: rank {rank}: {e}", file=sys.stderr, flush=True)
-        return 2
+        return refuse(f"rank {rank}: {e}")
     finally:
         distributed.teardown()
     return 0

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.errors import ParamsError
 
-DEFAULT_THREADS = 1  # measured on 2 shared cores: 2 threads ran ~6x slower under contention (README)
+DEFAULT_THREADS = 1  # measured on 2 shared cores: 2 threads ran ~6x slower under contention (docs/performance.md)
 
 
 def resolve_device(name: str = "auto", key: str = "device") -> torch.device:

@@ -1,4 +1,5 @@
-"""Data-parallel training across processes: torchrun's environment, the process group, rank helpers.
+"""Data-parallel training across processes: torchrun's command line and environment, the process group,
+rank helpers.
 
 torchrun (``python -m torch.distributed.run``) starts ``nproc_per_node`` copies of a
 program on each node and tells each who it is through environment variables:
@@ -8,7 +9,7 @@ group from them (nccl on CUDA, gloo on CPU); without them, or with one process, 
 does nothing and everything below is a no-op, so single-process code paths stay
 exactly what they were.
 
-Semantics the Trainer builds on (README, "Distributed training"):
+Semantics the Trainer builds on (docs/scaling.md, "Distributed training"):
 
 * **One global batch per step.** A step reads the batch a single process would read
   (``batch_size`` rows); rank r takes the contiguous block ``models.data.block(rows,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,16 @@ TIMEOUT = datetime.timedelta(minutes=30)
 
 class DistributedError(RnnlabError):
     """The processes of a distributed run disagree (a missing shared folder, a bad world size)."""
+
+
+def torchrun(nproc: int, module: str, args: Sequence[str] = ()) -> list[str]:
+    """``torchrun --standalone --nproc_per_node N -m MODULE ARGS`` with this interpreter.
+
+    ``--standalone`` runs a local rendezvous on a free port, so several trainings on one
+    machine never collide.
+    """
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [*launcher, "-m", module, *args]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
 """The language-modelling task: an ``RNNLanguageModel`` on one level's windows datasets.
 
-    provenance = {"fingerprint": fp, "tokenizer": {...}, "vocab_path": "data/vocab/word.json"}
-    trainer = lm_trainer(params.train.word, Path("data/windows/word"), Path("artifacts/word/checkpoints"),
-                         vocab, provenance)
+    provenance = {"fingerprint": fp, "tokenizer": {...}, "vocab_path": str(paths.vocab("word"))}
+    trainer = lm_trainer(params.train.word, paths.windows("word"), paths.checkpoints("word"), vocab, provenance)
     trainer.fit()
 
 Trains in any of the three data modes the windows stage wrote: stream

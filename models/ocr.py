@@ -2,7 +2,7 @@
 shared across time steps, after Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for
 Machine Intelligence* (Bleeding Edge Press, 2016), chapter 6.
 
-    task = OcrTask(params.ocr, Path("data/ocr/docs"), device, bidirectional=True)
+    task = OcrTask(params.ocr, paths.OCR_DOCS, device, bidirectional=True)
     Trainer(lambda d: task, params.ocr, ckpt_dir, fingerprint).fit()
     task.evaluate("test")        # loss, per-letter error, per-word error
 

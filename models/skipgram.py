@@ -1,6 +1,6 @@
 """Skip-gram word embeddings, trained by the shared Trainer as a ``Task``.
 
-    trainer = Trainer(lambda d: SkipgramTask(params, Path("data/windows/word"), vocab, d, vocab_path=...),
+    trainer = Trainer(lambda d: SkipgramTask(params, paths.windows("word"), vocab, d, vocab_path=...),
                       params, ckpt_dir, fingerprint)
     trainer.fit()
     vectors = trainer.task.embeddings()                       # (V, D) numpy, rows = vocabulary ids

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import docs, paths, stage
+from pipeline.codedeps import code_deps
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, write_json
 from pipeline.params import SPLITS, load_params, read_params
@@ -32,15 +33,7 @@ DOCS_PER_SHARD = 50_000
 def spec(source: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=("corpus.source", f"corpus.{source}"),
-        deps=(
-            "pipeline/corpus.py",
-            "pipeline/sources",
-            "pipeline/download.py",
-            "pipeline/docs.py",
-            "pipeline/shards.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-        ),
+        deps=(*code_deps("pipeline.corpus", lazy=("pipeline.sources",)),),
         # Statistics are plain outputs, not DVC metrics: `dvc metrics show` stays the models' table.
         outs=(str(paths.DOCS), str(paths.ORACLE), str(paths.CORPUS_METRICS)),
     )

@@ -1,11 +1,14 @@
 """Errors a user can act on.
 
 Raise these (never bare ``Exception``) when the cause is the user's input: the
-message names the file, key or value and says how to fix it. Stage entry
-points print the message without a traceback and exit with status 2.
+message names the file, key or value and says how to fix it. Stages and commands
+print the message without a traceback and exit with status 2 (``refuse``).
 """
 
 import reprlib
+import sys
+
+USER_ERROR = 2  # the exit status of every stage and command that refuses a user error
 
 
 class RnnlabError(Exception):
@@ -18,6 +21,12 @@ class ParamsError(RnnlabError):
 
 class DataError(RnnlabError):
     """An input or intermediate file is missing, empty, malformed, or inconsistent."""
+
+
+def refuse(error: object) -> int:
+    """Say a user error as one line on stderr, ``error: <error>``, with no traceback; return USER_ERROR."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    return USER_ERROR
 
 
 def shown(value: object, limit: int = 200) -> str:

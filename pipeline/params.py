@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pipeline import paths
 from pipeline.errors import ParamsError, shown
+from pipeline.paths import PARAMS_FILE
 
 
 def _cell_name(v: str) -> str:
@@ -46,7 +47,6 @@ def _cell_name(v: str) -> str:
 
 CellName = Annotated[str, AfterValidator(_cell_name)]
 
-PARAMS_FILE = Path("params.yaml")
 LEVELS = ("word", "char")
 Level = Literal["word", "char"]
 SPLITS = ("train", "valid", "test")
@@ -288,7 +288,7 @@ class WindowsLevels(Section):
 
 
 class PreprocessParams(Section):
-    """Where the sharded preprocessing flow runs its tasks (README, "Sharded preprocessing").
+    """Where the sharded preprocessing flow runs its tasks (docs/scaling.md, "Sharded preprocessing").
 
     No output's content depends on these (``range_mb`` only decides how the Parquet folders
     are cut into files), so they are not params of any DVC stage.
@@ -308,7 +308,7 @@ class PreprocessParams(Section):
 
 
 class DistributedParams(Section):
-    """Data-parallel training (models/distributed.py, README "Distributed training")."""
+    """Data-parallel training (models/distributed.py, docs/scaling.md, "Distributed training")."""
 
     # 1: train in the flow's own process. N > 1: the flow runs `torchrun --standalone
     # --nproc_per_node N` (one process per GPU; gloo on CPU). The global batch stays
@@ -359,7 +359,7 @@ class TrainParams(LoopParams):
     tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
     # full: one softmax over the vocabulary. adaptive: torch's AdaptiveLogSoftmaxWithLoss (Grave et
     # al. 2017): a head over the `cutoffs[0]` most frequent ids plus one entry per tail cluster, for
-    # large vocabularies (README "Large vocabularies and memory"). Ids are sorted by frequency.
+    # large vocabularies (docs/models.md, "Large vocabularies and memory"). Ids are sorted by frequency.
     output: Literal["full", "adaptive"] = "full"
     cutoffs: tuple[int, ...] | None = None  # adaptive: where the head and each cluster end; null: models.config's rule
     mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
@@ -407,7 +407,7 @@ class SampleLevels(Section):
     char: SampleParams
 
 
-# --- retrain / schedule: flows/retrain.py and flows/serve.py (README, "Teams") ---------------
+# --- retrain / schedule: flows/retrain.py and ops/serve.py (docs/teams.md) ---------------
 
 
 class RetrainParams(Section):
@@ -482,7 +482,7 @@ def cron_problem(expr: str) -> str | None:
 
 
 class ScheduleParams(Section):
-    """The retraining deployment that ``python -m flows.serve`` serves (README, "Teams")."""
+    """The retraining deployment that ``python -m ops.serve`` serves (docs/teams.md)."""
 
     deployment: str = Field("scheduled", min_length=1)  # shown in the UI as retrain/<deployment>
     cron: str | None = "0 3 * * *"  # when to retrain; null: every `interval` seconds instead

@@ -1,7 +1,7 @@
 """Sharded preprocessing: corpus → tokens → vocabulary, one independent task per piece of the input.
 
     python -m pipeline.sharded          # the pieces one after another, in this process (the reference)
-    python -m flows.preprocess          # the same pieces fanned out over Dask workers (README)
+    python -m flows.preprocess          # the same pieces fanned out over Dask workers (docs/scaling.md)
 
 Both write what the ``corpus``, ``tokenize@word``, ``tokenize@char``, ``vocab@word`` and
 ``vocab@char`` stages write, at the same paths and in the same formats; ``vocab.json``,
@@ -51,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import corpus, docs, paths, stage
+from pipeline import codedeps, corpus, docs, paths, stage
 from pipeline.download import fetch, fetch_source
 from pipeline.errors import ParamsError
 from pipeline.io import atomic_dir, read_json, sha256_file, write_json
@@ -75,19 +75,6 @@ from pipeline.vocab import MERGE_ROWS, count_table, merge_counts, split_counts, 
 logger = logging.getLogger(f"rnnlab.{__name__}")
 PIECE_WIDTH = 6  # part-000123-…: names sort in corpus order up to a million pieces
 DOC_BATCH = 1000  # documents per staged row group
-# The code whose behaviour shapes the outputs: its sha256 is part of every piece's key.
-CODE = (
-    "sharded.py",
-    "corpus.py",
-    "docs.py",
-    "shards.py",
-    "tokenize.py",
-    "vocab.py",
-    "sources/wikipedia.py",
-    "sources/wikimarkup.py",
-    "sources/dumpfiles.py",
-    "sources/text.py",
-)
 
 
 @dataclass(frozen=True)
@@ -123,7 +110,7 @@ class Job:
     root: Path  # the repository: data/… is written under it
     work: Path  # preprocess.work_dir
     drop_prefixes: frozenset[str] = wiki.DROP_LINK_PREFIXES
-    code: str = ""  # sha256 over CODE
+    code: str = ""  # sha256 over code_files()
     carve: tuple[str, ...] = ()  # text: the splits held out of train ("valid", "test")
     inputs: dict[str, Any] = field(default_factory=dict)  # identity of the input files (size, mtime)
 
@@ -131,9 +118,14 @@ class Job:
 # --- plan ------------------------------------------------------------------------------------
 
 
+def code_files() -> tuple[str, ...]:
+    """The code whose behaviour shapes the outputs: every project file this module loads (less
+    messages, paths and logging), as the corpus, tokenize and vocab stages list theirs."""
+    return codedeps.code_deps("pipeline.sharded")
+
+
 def _code_hash() -> str:
-    here = Path(__file__).parent
-    return hashlib.sha256("".join(sha256_file(here / f) for f in CODE).encode()).hexdigest()
+    return hashlib.sha256("".join(sha256_file(codedeps.ROOT / f) for f in code_files()).encode()).hexdigest()
 
 
 def _identity(path: Path) -> dict[str, Any]:

@@ -23,13 +23,9 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline import log
-from pipeline.errors import RnnlabError
-from pipeline.params import LEVELS, PARAMS_FILE
-
-# Imported by every stage but unable to change a stage's output bytes: error
-# messages, argument parsing, path names (which dvc.yaml repeats anyway), logging and progress.
-# Editing them should not rerun the pipeline, so they are not declared as deps.
-NOT_DEPS = ("pipeline/errors.py", "pipeline/stage.py", "pipeline/paths.py", "pipeline/log.py", "pipeline/progress.py")
+from pipeline.errors import USER_ERROR, RnnlabError, refuse
+from pipeline.params import LEVELS
+from pipeline.paths import PARAMS_FILE
 
 
 @dataclass(frozen=True)
@@ -122,19 +118,18 @@ def stop_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def report_error(line: str) -> None:
-    """Print ``line`` on stderr; under a command that named a file in ERROR_FILE_ENV, append it there
-    instead: that command repeats it as its last line, after DVC's own report of the failed stage."""
+def record_error(line: str) -> bool:
+    """Under a command that named a file in ERROR_FILE_ENV, append ``line`` there (that command repeats it
+    as its last line, after DVC's own report of the failed stage); whether it was appended."""
     if path := os.environ.get(ERROR_FILE_ENV):
         try:  # appended only if the command still waits for it: never creates a stray file
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError:
-            pass  # the command is gone: print it here after all
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(line.replace("\n", " ") + "\n")
-            return
-    print(line, file=sys.stderr, flush=True)
+            return False  # the command is gone: the stage says it itself
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(line.replace("\n", " ") + "\n")
+        return True
+    return False
 
 
 NEARLY_FULL = 256 * 2**20  # bytes free below which a filesystem counts as (nearly) full...
@@ -193,7 +188,7 @@ def no_space(e: OSError) -> str:
 
 
 def run(body: Callable[[], object], setup: Callable[[], object] | None = None) -> int:
-    """Run a stage body; print a user error as one clean message (exit 2).
+    """Run a stage body; print a user error as one clean message (exit 2, ``pipeline.errors.refuse``).
 
     ``setup`` runs first, untimed (waiting for a server is not the stage's work). Under DVC
     (which names the stage in ``DVC_STAGE``) one line reports how long the body worked, so
@@ -215,8 +210,9 @@ def run(body: Callable[[], object], setup: Callable[[], object] | None = None) -
                 if (stage_name := os.environ.get("DVC_STAGE")) and _stopping is None:
                     print(f"rnnlab: stage {stage_name} worked {time.perf_counter() - start:.3f} s", file=sys.stderr)
     except RnnlabError as e:
-        report_error(f"error: {e}")
-        return 2
+        if record_error(f"error: {e}"):  # said once, last, by the command that runs the stages
+            return USER_ERROR
+        return refuse(e)
     except Failed as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

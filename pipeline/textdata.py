@@ -1,8 +1,8 @@
 """Labelled text datasets for the classifiers, built from the spine's own stage functions under their own paths.
 
-    stats = build_text_dataset(imdb.read(cfg.source), TextDataset(Path("data/imdb")), "word",
+    stats = build_text_dataset(imdb.read(cfg.source), paths.IMDB_DATA, "word",
                                cfg.tokenize, cfg.vocab, cfg.windows, "IMDB")
-    class_windows(Path("data/imdb/tokens"), vocab, cfg.windows, Path("data/imdb/lm"))
+    class_windows(paths.IMDB_DATA.tokens, vocab, cfg.windows, paths.IMDB_DATA.lm)
 
 The classifiers' data (tasks/dvc.yaml) goes through exactly the steps of the root
 pipeline (``corpus.write_documents`` → ``tokenize.tokenize_table`` →

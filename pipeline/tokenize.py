@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import docs, paths, stage
+from pipeline.codedeps import code_deps
 from pipeline.io import atomic_dir
 from pipeline.params import CharTokenizeParams, WordTokenizeParams, load_params
 from pipeline.progress import Progress, parquet_rows
@@ -403,12 +404,7 @@ def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"tokenize.{level}",),
         deps=(
-            "pipeline/tokenize.py",
-            "pipeline/docs.py",
-            "pipeline/shards.py",
-            "pipeline/threads.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
+            *code_deps("pipeline.tokenize"),
             str(paths.DOCS),
         ),
         outs=(str(paths.tokens(level)),),

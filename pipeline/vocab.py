@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import paths, stage
+from pipeline.codedeps import code_deps
 from pipeline.errors import DataError
 from pipeline.io import write_json
 from pipeline.params import SPECIALS, VocabLevelParams, load_params
@@ -234,10 +235,7 @@ def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"vocab.{level}",),
         deps=(
-            "pipeline/vocab.py",
-            "pipeline/shards.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
+            *code_deps("pipeline.vocab"),
             str(paths.tokens(level)),
         ),
         outs=(str(paths.vocab(level)), str(paths.vocab_metrics(level))),

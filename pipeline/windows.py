@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import paths, stage
+from pipeline.codedeps import code_deps
 from pipeline.errors import DataError
 from pipeline.io import NpyAppender, atomic_dir, sha256_file, write_json
 from pipeline.params import SPLITS, WindowsParams, load_params
@@ -252,11 +253,7 @@ def spec(level: str) -> stage.StageSpec:
     return stage.StageSpec(
         params=(f"windows.{level}",),
         deps=(
-            "pipeline/windows.py",
-            "pipeline/vocab.py",
-            "pipeline/shards.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
+            *code_deps("pipeline.windows"),
             str(paths.tokens(level)),
             str(paths.vocab(level)),
         ),

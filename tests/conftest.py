@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from tests.support import SHARED_DATA, SMALL_CORPUS, run_data_stages, write_params
+from bench.harness import SHARED_DATA, SMALL_CORPUS, run_data_stages, write_params
 
 # Tests write only to temporary folders: hypothesis would keep its example database and a cache
 # of constants in ./.hypothesis, inside the repository (and copy_repo would copy them).
@@ -106,7 +106,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real ``prefect server`` on 127.0.0.1 for the session; yields its API URL."""
-    from tests.prefect_server import prefect_server
+    from bench.harness import prefect_server
 
     with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api:
         yield api
@@ -121,7 +121,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     Skips, saying how to install them, when PostgreSQL's server programs are missing (`make postgres`).
     """
-    from tests.prefect_server import NO_POSTGRES, postgres_bin, postgres_cluster
+    from bench.harness import NO_POSTGRES, postgres_bin, postgres_cluster
 
     if postgres_bin() is None:
         pytest.skip(NO_POSTGRES)

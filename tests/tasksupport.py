@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support import SHARED_DATA, merge, write_params
+from bench.harness import SHARED_DATA, merge, write_params
 
 
 @pytest.fixture(autouse=True, scope="module")

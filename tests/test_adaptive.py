@@ -12,7 +12,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from flows.cli import main as cli_main
 from flows.common import tokenizer_settings
 from models import checkpoint as ckpt
 from models.config import ModelConfig, ModelConfigError, default_cutoffs
@@ -22,6 +21,7 @@ from models.lm import lm_trainer
 from models.rnn import RNNLanguageModel
 from models.sampling import LanguageModel
 from models.trainer import Trainer
+from ops.cli import main as cli_main
 from pipeline.params import TrainParams, read_params
 from pipeline.vocab import PAD, Vocab
 from tests.support import deterministic

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.harness import SHARED_DATA, run_data_stages, write_params
 from flows import lm
 from models import checkpoint as ckpt
 from models.sampling import LanguageModel
+from pipeline import paths
 from pipeline.paths import checkpoints
-from tests.support import SHARED_DATA, run_data_stages, write_params
 from tests.test_trainer import RUN, make
 
 
@@ -59,7 +60,7 @@ def test_an_overfitting_run_is_evaluated_with_its_best_epoch_and_stops_early(
     assert valid["epoch"] == best["epoch"] == out["train"]["best_epoch"]
     assert math.isclose(valid["loss"], best["valid_loss"], rel_tol=1e-9)
     assert not math.isclose(valid["loss"], losses[-1], rel_tol=1e-6)
-    assert json.loads(Path("artifacts/word/metrics.json").read_text())["best_epoch"] == best["epoch"]
+    assert json.loads(paths.metrics_file("word").read_text())["best_epoch"] == best["epoch"]
 
     # The CLI's model is the best one too.
     saved = ckpt.load(checkpoints("word") / ckpt.BEST)

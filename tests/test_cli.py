@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows.cli import main
-from tests.support import ROOT, train_word_model
+from bench.harness import ROOT
+from ops.cli import main
+from tests.support import train_word_model
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_help_lists_the_commands_and_each_has_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ops.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and all(c in out.stdout for c in ("sample", "complete", "score"))
     for command in ("sample", "complete", "score"):
         with pytest.raises(SystemExit) as e:

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from bench.harness import copy_repo, run, write_params
 from pipeline.io import read_json
 from tests.httpserver import HTTPTestServer
-from tests.support import copy_repo, run, write_params
+from tests.support import ran
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # The first 60 articles, 10% each held out by hash(seed 0, page id): 44 train, 7 valid, 9 test
 # (counted with pipeline.sources.wikipedia.read directly; the stage must agree).
 SPLITS = {"train": 44, "valid": 7, "test": 9}
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")

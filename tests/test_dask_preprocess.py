@@ -32,10 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.harness import build_multistream, copy_repo, run, run_data_stages, tool_env, write_params
 from pipeline import sharded, vocab, windows
 from pipeline.errors import ParamsError
-from tests.support import copy_repo, run, run_data_stages, tool_env, write_params
-from tests.wikidump import build_multistream
 
 ENWIKI = "wikipedia-xml/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 RANGE_MB = 0.3  # ~6 pieces of ~4 streams out of the 1.76 MB dump

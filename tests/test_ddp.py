@@ -1,6 +1,6 @@
 """Data-parallel training: torchrun with 2 processes on gloo/CPU against one process, on a tiny config.
 
-Claims checked (README, "Distributed training"):
+Claims checked (docs/scaling.md, "Distributed training"):
 
 * rank blocks of a step make up exactly the single-process batch, in all three modes;
 * the first step's gradients equal one process's to 1e-5 (stream, window, padded with unequal
@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +26,14 @@ import numpy as np
 import pytest
 import torch
 
+from bench.ddp_job import run_job
+from bench.harness import ROOT, load_params, write_params
 from models import checkpoint as ckpt
+from models import distributed
 from models.data import IGNORE, block, train_batches
 from models.device import set_threads
-from tests.ddp_job import run_job
-from tests.support import ROOT, deterministic, load_params, run_train, write_params
+from pipeline import paths, procs
+from tests.support import deterministic, run_train
 
 # Measured: first-step gradients differ by <= 7.5e-9 (float32 sums split over 2 ranks), and the
 # losses after 30 Adam steps by <= 3.2e-7. LOSS_TOL leaves ~300x room for other machines' float
@@ -66,29 +67,16 @@ ADAPTIVE = {"output": "adaptive", "cutoffs": [6, 20], "logits_mb": 20 * 8 * 4 / 
 
 
 def torchrun(jobs: list[dict[str, Any]], folder: Path, nproc: int = 2) -> None:
-    """Run ``jobs`` (tests/ddp_job.py) under torchrun; kill its whole process group whatever happens."""
+    """Run ``jobs`` (bench/ddp_job.py) under torchrun; kill its whole process group whatever happens."""
     spec = folder / f"jobs-{len(list(folder.glob('jobs-*.json')))}.json"
     spec.write_text(json.dumps(jobs))
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "tests.ddp_job",
-        str(spec),
-    ]
+    argv = distributed.torchrun(nproc, "bench.ddp_job", [str(spec)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNLAB_THREADS": "1"}
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = procs.start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        procs.stop(proc)
     assert proc.returncode == 0, out
 
 
@@ -250,9 +238,9 @@ def test_the_train_flow_runs_torchrun_for_nproc_2_and_keeps_the_fingerprint(lm_w
     p = read_params("params.yaml").train.word
     one = lm_trainer(
         p,
-        Path("data/windows/word"),
+        paths.windows("word"),
         lm_workdir / "one",
-        Vocab.load("data/vocab/word.json"),
+        Vocab.load(paths.vocab("word")),
         {"fingerprint": "x", "tokenizer": None, "vocab_path": "v"},
     ).fit()
     _assert_close_history(one, two["history"])

@@ -2,8 +2,9 @@
 
 DVC's own parser resolves dvc.yaml (foreach, ``${...}``), then each stage is
 checked against its module's ``spec()``: params keys, deps, outs, metrics and
-plots must match exactly, and the code deps must be exactly the project files
-that the stage's command imports.
+plots must match exactly. Every spec() derives its code deps from its module's
+imports (pipeline/codedeps.py); here they must be exactly the project files that
+importing the stage's command really loads.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from pathlib import Path
 import pytest
 from dvc.repo import Repo
 
+from bench.harness import ROOT, copy_repo
+from pipeline.codedeps import NOT_DEPS, PACKAGES, code_deps
 from pipeline.params import read_params
 from pipeline.sources import SOURCES
-from pipeline.stage import NOT_DEPS
-from tests.support import ROOT, copy_repo
 
-PACKAGES = ("pipeline", "models", "flows")
 # Imports each module group in a forked child of one process that has already
 # imported the heavy third-party libraries: fast, and the project modules each
 # child imports are still exactly its own.
@@ -83,13 +83,11 @@ def _imported_project_files(groups: list[list[str]]) -> dict[str, set[str]]:
     """For each group of modules: the project files importing it pulls in."""
     proc = subprocess.run([sys.executable, "-c", TRACE, json.dumps(groups)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    # Top-level package __init__ files hold docstrings and environment defaults only.
-    top_inits = {f"{p}/__init__.py" for p in PACKAGES}
     out = {}
     for key, files in json.loads(proc.stdout).items():
         resolved = {Path(f).resolve() for f in files}
         rel = {f.relative_to(ROOT).as_posix() for f in resolved if ROOT in f.parents and f.suffix == ".py"}
-        out[key] = {f for f in rel if f.split("/")[0] in PACKAGES and f not in NOT_DEPS and f not in top_inits}
+        out[key] = {f for f in rel if f.split("/")[0] in PACKAGES and f not in NOT_DEPS}
     return out
 
 
@@ -126,14 +124,23 @@ def test_code_deps_are_exactly_what_each_stage_imports(stages: dict[str, object]
     for name, stage in stages.items():
         module, _ = _module_and_item(stage.cmd)
         imported = traced[" ".join(group(module))]
-        code_deps = {
+        listed = {
             d.def_path
             for d in stage.deps
             if d not in stage.params
             and (ROOT / d.def_path).exists()
             and not d.def_path.startswith(("data/", "artifacts/"))
         }
-        missing = sorted(f for f in imported if not any(_within(f, d) for d in code_deps))
-        unused = sorted(d for d in code_deps if not any(_within(f, d) for f in imported))
+        missing = sorted(f for f in imported if not any(_within(f, d) for d in listed))
+        unused = sorted(d for d in listed if not any(_within(f, d) for f in imported))
         assert not missing, f"{name}: imports {missing} but dvc.yaml does not list them as deps"
         assert not unused, f"{name}: lists deps {unused} that it never imports"
+
+
+def test_sharded_preprocessing_keys_its_pieces_on_all_the_code_it_imports() -> None:
+    """pipeline/sharded.py reuses a finished piece only while the code that made it is unchanged."""
+    from pipeline import sharded
+
+    imported = _imported_project_files([["pipeline.sharded"]])["pipeline.sharded"]
+    assert set(code_deps("pipeline.sharded")) == imported
+    assert sharded.code_files() == code_deps("pipeline.sharded")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import ROOT, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 from tests.conftest import LM_PARAMS
 from tests.procsupport import Launched, none_left
-from tests.support import ROOT, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 RNNLAB = str(VENV_BIN / "rnnlab")
 NO_SERVER = "http://127.0.0.1:9/api"  # for runs of data stages only: they need no Prefect, rnnlab starts none

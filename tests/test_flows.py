@@ -15,6 +15,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 
 from flows import evaluate, lm, sample, train
 from models import checkpoint as ckpt
+from pipeline import paths
 from pipeline.params import load_params
 from pipeline.paths import checkpoints
 from tests.support import deterministic, run_train
@@ -81,10 +82,10 @@ def test_a_killed_training_resumes_from_its_checkpoint(lm_workdir: Path) -> None
     fp = lm_fingerprint("char", p.train.char, tok, train.TRAIN_CODE)
     t = lm_trainer(
         p.train.char,
-        Path("data/windows/char"),
+        paths.windows("char"),
         checkpoints("char"),
-        Vocab.load("data/vocab/char.json"),
-        {"fingerprint": fp, "tokenizer": tok, "vocab_path": "data/vocab/char.json"},
+        Vocab.load(paths.vocab("char")),
+        {"fingerprint": fp, "tokenizer": tok, "vocab_path": str(paths.vocab("char"))},
     )
     t.run_epoch()  # one epoch of two, then "killed"
     out = run_train("char")
@@ -96,9 +97,9 @@ def test_evaluate_and_sample_write_metrics_samples_and_artifacts(lm_workdir: Pat
     run_train("word")
     cfg = load_params(lm.spec("word").params)
     result = evaluate.evaluate("word", cfg["evaluate"])
-    saved = json.loads(Path("artifacts/word/evaluation.json").read_text())
+    saved = json.loads(paths.evaluation("word").read_text())
     assert saved == json.loads(json.dumps(result)) and set(saved) == {"valid", "test"}
-    oracle = json.loads(Path("data/corpus/oracle.json").read_text())["word"]
+    oracle = json.loads(paths.ORACLE.read_text())["word"]
     for split, m in saved.items():
         assert m["tokens"] == m["oracle_tokens"] == oracle[split]["targets"]  # every target scored once
         assert m["oracle_gap"] > 0.99 and m["perplexity"] > 1
@@ -108,14 +109,14 @@ def test_evaluate_and_sample_write_metrics_samples_and_artifacts(lm_workdir: Pat
     assert all(r["oracle_gap"] == saved[r["split"]]["oracle_gap"] for r in metrics)
 
     lines = sample.sample("word", cfg["sample.word"])
-    assert Path("artifacts/word/samples.txt").read_text().splitlines() == lines
+    assert paths.samples("word").read_text().splitlines() == lines
     assert len(lines) == 3 and all(line.startswith("the") for line in lines)  # 2 samples + greedy
     assert "Greedy" in latest_artifact("word-samples")
 
 
 def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm_workdir: Path) -> None:
     out = lm.run("char", "params.yaml")
-    art = Path("artifacts/char")
+    art = paths.lm_outputs("char")
     for name in ("checkpoints/last.pt", "checkpoints/best.pt", "ngram.json", "evaluation.json", "samples.txt"):
         assert (art / name).is_file(), name
     # DVCLive: one row per epoch (step = epoch) per curve, and the test split's headline as metrics.
@@ -162,7 +163,8 @@ def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm
 def test_a_promotion_is_published_as_text_and_as_a_table_of_its_numbers() -> None:
     from prefect import flow
 
-    from flows import registry, retrain
+    from flows import retrain
+    from models import registry
 
     before = {"checkpoint_sha256": "a" * 64, "model": "registry/models/word-aaaaaaaaaaaa"}
     d = registry.decide(9.0, "b" * 64, before, 10.0, "valid", 0.01)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import VENV_BIN, copy_repo, run, tool_env, write_params
 from tests.conftest import LM_PARAMS
 from tests.procsupport import Launched, none_left
-from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params
 
 SIZE = "100k"  # less than the word level's data stages write with these params (about 190 KiB)
 RNNLAB = str(VENV_BIN / "rnnlab")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench import gpu
-from tests.support import ROOT
+from bench.harness import ROOT
 
 CHECKS = [
     "device: auto",

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import PREFECT_HTTP, VENV_BIN, tool_env
 from flows import common, train
-from tests.prefect_server import PREFECT_HTTP
-from tests.support import VENV_BIN, tool_env
 
 # A flow whose one task holds the `gpu` tag: the smallest stand-in for a training. Both processes
 # meet at a barrier (files in a folder) before the task, so their tasks ask for the slot at about

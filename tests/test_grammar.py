@@ -22,11 +22,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from bench.harness import ROOT
 from pipeline.params import GrammarParams, read_params
 from pipeline.sources import grammar as gm
 from pipeline.sources.grammar import DEFAULT, Grammar, render
 from pipeline.tokenize import WordTokenizer, char_tokens
-from tests.support import ROOT
 
 # Ambiguities on purpose: "in" is a stop word and starts the adverb "in jest";
 # a single adverb can sit in either slot. max_chars=12 forces "." by the second

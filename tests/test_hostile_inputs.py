@@ -31,13 +31,13 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from bench.harness import SMALL_CORPUS, copy_repo, load_params, merge, run, tool_env, write_params
 from pipeline.corpus import write_documents
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import ArxivParams, OcrParams
 from pipeline.sources import arxiv, dumpfiles, ocr
 from pipeline.sources import wikipedia as wiki
 from tests.httpserver import HTTPTestServer
-from tests.support import SMALL_CORPUS, copy_repo, load_params, merge, run, tool_env, write_params
 
 MESSAGE_BYTES = 4096  # "a few KB", whatever the input
 

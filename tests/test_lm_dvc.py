@@ -11,18 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.server import local_server, port_taken
+from bench.harness import GIT, PREFECT_HTTP, VENV_BIN, copy_repo, run, tool_env, write_params
+from ops.server import local_server, port_taken
 from pipeline.io import read_json
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import PREFECT_HTTP
-from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
+from tests.support import ran
 
 DATA_STAGES = {"corpus", *(f"{s}@{lvl}" for s in ("tokenize", "vocab", "windows") for lvl in ("word", "char"))}
 MODEL_STAGES = {"lm@word", "lm@char", "skipgram"}
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
+from bench.harness import ROOT
 from flows.common import warn
 from pipeline import log
-from tests.support import ROOT
 
 SAY = """
 import logging

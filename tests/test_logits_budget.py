@@ -14,6 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from bench.harness import ROOT
 from flows.common import tokenizer_settings
 from models.config import ModelConfig
 from models.data import IGNORE, Batch, eval_batches, eval_window, read_meta
@@ -23,7 +24,6 @@ from models.rnn import MIB, RNNLanguageModel, detach
 from models.sampling import LanguageModel
 from pipeline.params import LOGITS_MB, EvaluateParams, TrainParams, read_params
 from pipeline.vocab import Vocab
-from tests.support import ROOT
 
 RUN = {"fingerprint": "budget", "tokenizer": None, "vocab_path": "v"}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import run_data_stages, write_params
 from models.lm import lm_trainer
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
-from tests.support import run_data_stages, write_params
 
 SHORT = {"hidden": 64, "layers": 1, "lr": 0.01, "epochs": 1, "epoch_size": 40, "device": "cpu"}
 TRAIN = {

@@ -10,6 +10,7 @@ import pytest
 
 from flows import evaluate, ngram
 from models.ngram import KneserNey
+from pipeline import paths
 from pipeline.params import load_params, read_params
 from pipeline.vocab import Vocab
 from tests.support import train_word_model
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
-    oracle = json.loads(Path("data/corpus/oracle.json").read_text())
+    oracle = json.loads(paths.ORACLE.read_text())
     for level in ("word", "char"):
         result = ngram.ngram(level, load_params([f"ngram.{level}"])[f"ngram.{level}"])
         saved = json.loads(Path(f"artifacts/{level}/ngram.json").read_text())
@@ -44,7 +45,7 @@ def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> No
     train_word_model("side")
     scores = ngram.ngram("word", p.ngram.word)
     result = evaluate.evaluate("word", p.evaluate, scores)
-    baseline = json.loads(Path("artifacts/word/ngram.json").read_text())
+    baseline = json.loads(paths.ngram_scores("word").read_text())
     for split in ("valid", "test"):
         assert result[split]["ngram_perplexity"] == baseline[split]["perplexity"]
         assert result[split]["oracle_perplexity"] <= result[split]["ngram_perplexity"]  # nothing beats the oracle

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.harness import write_params
 from models.data import IGNORE
 from models.evaluate import lm_loss
 from models.ocr import Labeller, LabellerConfig, OcrTask, SequenceLabeller
@@ -20,7 +21,6 @@ from pipeline.ocr import data as ocr_data
 from pipeline.ocr.table import load_split
 from pipeline.params import OcrTaskParams
 from pipeline.paths import OCR_DOCS, OCR_METRICS
-from tests.support import write_params
 from tests.tasksupport import letter_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = {

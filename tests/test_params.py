@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from bench.harness import ROOT, merge, write_params
+from bench.harness import load_params as raw_params
 from pipeline import params as P
 from pipeline.errors import ParamsError
 from pipeline.params import Params, load_params, lookup, read_params, validate
-from tests.support import ROOT, merge, write_params
-from tests.support import load_params as raw_params
 
 
 def test_repo_params_are_valid() -> None:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from lxml import html
 
+from bench.harness import VENV_BIN, copy_repo, run, tool_env, write_params
 from tests.conftest import LM_PARAMS
-from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params
 from tests.test_schedule_server import CHROMIUM, chromium, wait_for
 
 # No network: every request goes to a proxy on a closed port, and no host name resolves.

@@ -2,7 +2,7 @@
 
 The cluster is made by the session's ``postgres_url`` fixture (initdb in a tmp folder, a free
 port, password authentication; skipped with the install command when PostgreSQL's server
-programs are missing). The server is the project's own (flows/server.py) with
+programs are missing). The server is the project's own (ops/server.py) with
 ``PREFECT_API_DATABASE_CONNECTION_URL`` pointing at it. The tests run the word model's stage
 flow and a small load round of bench/server_load.py against it, read the runs back through the
 API and from PostgreSQL itself, and check that nothing is lost and no process is left.
@@ -19,16 +19,18 @@ from typing import Any
 
 import pytest
 
-from tests.prefect_server import (
+from bench.harness import (
     NO_POSTGRES,
     PG_PASSWORD,
     PREFECT_HTTP,
+    VENV_BIN,
     postgres_bin,
     postgres_cluster,
     prefect_server,
     processes_under,
+    run,
+    tool_env,
 )
-from tests.support import VENV_BIN, run, tool_env
 
 PY = str(VENV_BIN / "python")
 STAGE_FLOWS = ("lm", "train", "ngram", "evaluate", "sample")  # flows/lm.py and its subflows

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import load_params, tool_env, write_params
 from flows.common import tokenizer_settings
 from models import checkpoint as ckpt
 from models.preflight import check_lm
+from pipeline import paths
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import read_params
 from pipeline.paths import checkpoints
-from tests.support import load_params, tool_env, write_params
 
 
 def check(level: str = "word", warn: list[str] | None = None, **train: object):
@@ -59,7 +60,7 @@ def test_a_model_that_cannot_be_built_is_refused_before_training(lm_workdir: Pat
 
 
 def test_a_training_mode_without_its_dataset_is_refused(lm_workdir: Path) -> None:
-    meta_file = Path("data/windows/char/meta.json")
+    meta_file = paths.windows("char") / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta["params"]["modes"] = ["stream"]
     meta_file.write_text(json.dumps(meta))
@@ -105,7 +106,7 @@ def test_the_stage_refuses_in_one_line_before_any_training(lm_workdir: Path) -> 
 
 
 def test_a_split_without_tokens_is_a_data_error(lm_workdir: Path) -> None:
-    meta_file = Path("data/windows/word/meta.json")
+    meta_file = paths.windows("word") / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta["splits"]["test"]["stream_tokens"] = 1
     meta_file.write_text(json.dumps(meta))

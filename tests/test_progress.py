@@ -273,7 +273,8 @@ def test_a_training_run_keeps_a_prefect_progress_artifact(lm_workdir: Path) -> N
 def test_a_torchrun_training_reports_its_progress_from_rank_0s_lines(
     lm_workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.support import load_params, run_train, write_params
+    from bench.harness import load_params, write_params
+    from tests.support import run_train
 
     base = load_params(lm_workdir / "params.yaml")
     write_params(lm_workdir / "params.yaml", {"train": {"word": {"distributed": {"nproc": 2}, "device": "cpu"}}}, base)

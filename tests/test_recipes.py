@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import recipes
-from flows.cli import main
+from bench.harness import ROOT, SHARED_DATA, VENV_BIN, copy_repo, run, tool_env
+from ops import recipes
+from ops.cli import main
+from pipeline.overrides import hydra_value, parse_sets
 from pipeline.params import validate
-from tests.support import ROOT, SHARED_DATA, VENV_BIN, copy_repo, run, tool_env
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 PARAMS = ROOT / "params.yaml"
@@ -86,7 +87,7 @@ def test_each_recipe_validates_against_the_schema_and_names_one_level(path: Path
     ],
 )
 def test_hydra_values_read_back_exactly(value: object) -> None:
-    ((key, (parsed, _)),) = recipes.parse_sets([f"a.b={recipes.hydra_value(value)}"]).items()
+    ((key, (parsed, _)),) = parse_sets([f"a.b={hydra_value(value)}"], "test").items()
     assert key == "a.b" and parsed == value and type(parsed) is type(value)
 
 
@@ -113,7 +114,7 @@ def test_plan_orders_recipe_then_corpus_then_user_overrides(corpus: Path, tmp_pa
     corpus_sets = dict(s.split("=", 1) for s in sets if s.startswith("corpus."))
     assert corpus_sets["corpus.source"] == "text" and corpus_sets["corpus.text.valid"] == "null"
     assert corpus_sets["corpus.text.train"] == corpus_sets["corpus.text.test"]
-    (read_back, _) = recipes.parse_sets([f"x.y={corpus_sets['corpus.text.train']}"])["x.y"]
+    (read_back, _) = parse_sets([f"x.y={corpus_sets['corpus.text.train']}"], "test")["x.y"]
     assert read_back == str(corpus)
     assert shlex.split(plan.command()) == ["dvc", *plan.dvc_args]
 
@@ -130,7 +131,7 @@ def test_what_dvc_applies_is_what_was_checked(corpus: Path, tmp_path: Path) -> N
     apply_overrides(copy, [f"{k}={v}" for k, v in plan.overrides.items()])
     applied = yaml.safe_load(copy.read_text(encoding="utf-8"))
     values = recipes.load_recipe(ROOT / "recipes/char-text.yaml")
-    user = {k: v for k, (v, _) in recipes.parse_sets(sets).items()}
+    user = {k: v for k, (v, _) in parse_sets(sets, "test").items()}
     expected = recipes.check(
         PARAMS, [("recipe", values), ("corpus", recipes.corpus_keys(str(corpus), None, None, ROOT)), ("-S", user)]
     )

@@ -1,7 +1,7 @@
 """Sharing through a DVC remote: a teammate clones, pulls, and uses the model without retraining.
 
 Repo A reproduces the pipeline (shrunk) and pushes to a local-folder remote, configured
-with `python -m flows.remote add-local` (`make remote-local`) and committed with the code.
+with `python -m ops.remote add-local` (`make remote-local`) and committed with the code.
 Repo B is a `git clone` of A: it pulls, `dvc repro` finds nothing to do, and `rnnlab
 sample` runs on the pulled model. The vocabulary and windows B gets are A's, byte for byte.
 
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from flows import remote
+from bench.harness import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
+from ops import remote
+from pipeline import dvc_remote
 from tests.conftest import LM_PARAMS
-from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 
 PY = str(VENV_BIN / "python")
 TARGETS = ("lm@word",)
@@ -40,18 +41,18 @@ def test_a_clone_pulls_instead_of_retraining(tmp_path: Path, prefect_api: str) -
     env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=prefect_api)
     store = tmp_path / "team-remote"
 
-    run(a, PY, "-m", "flows.remote", "add-local", str(store), env=env)
+    run(a, PY, "-m", "ops.remote", "add-local", str(store), env=env)
     run(a, "dvc", "repro", *TARGETS, env=env)
-    pushed = run(a, PY, "-m", "flows.remote", "push", env=env)
+    pushed = run(a, PY, "-m", "ops.remote", "push", env=env)
     assert re.search(r"\d+ files? pushed", pushed.stdout + pushed.stderr), pushed.stdout
     commit(a, "pipeline, dvc.lock and the team's remote", env)
 
     b = tmp_path / "b"
     run(tmp_path, "git", "clone", "-q", str(a), str(b), env=env)
     run(b, "dvc", "config", "--local", "core.site_cache_dir", str(b / ".dvc-site"), env=env)
-    assert remote.default_remote(b) == "team"  # .dvc/config came with the clone
+    assert dvc_remote.default_remote(b) == "team"  # .dvc/config came with the clone
     assert not (b / "artifacts").exists() and not (b / "data").exists()
-    run(b, PY, "-m", "flows.remote", "pull", env=env)
+    run(b, PY, "-m", "ops.remote", "pull", env=env)
 
     repro = run(b, "dvc", "repro", *TARGETS, env=env)
     assert "Running stage" not in repro.stdout, repro.stdout  # nothing to rebuild, nothing to retrain

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.harness import ROOT
 from models import checkpoint as ckpt
-from tests.support import ROOT, deterministic
+from tests.support import deterministic
 
 # Dropout (RNG), two layers, stream mode (carried state), checkpoints mid-epoch and at epoch ends.
 TRAIN = """

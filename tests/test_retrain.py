@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
-from flows import registry, retrain, serve
-from flows.server import free_port
+from bench.harness import ROOT, load_params, merge, tool_env, write_params
+from flows import retrain
+from models import registry
+from ops import serve
+from ops.server import free_port
 from pipeline.errors import ParamsError
 from pipeline.io import read_json, sha256_file
+from pipeline.overrides import override_text
 from pipeline.params import cron_problem, read_params, validate
 from pipeline.vocab import Vocab
-from tests.support import ROOT, load_params, merge, tool_env, write_params
 
 # --- the schedule section ---------------------------------------------------------------------
 
@@ -128,7 +131,7 @@ def test_serve_without_a_server_prints_one_clean_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=url)
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.serve", "--repo", str(ROOT)],
+        [sys.executable, "-m", "ops.serve", "--repo", str(ROOT)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -269,4 +272,5 @@ def test_overrides_are_validated_before_dvc_touches_params_yaml(tmp_path: Path) 
         retrain.params_with(tmp_path, {"train.word.nosuch": "1"})
     with pytest.raises(ParamsError, match=r"'lr' is not a section"):
         retrain.params_with(tmp_path, {"train.word.lr.x": "1"})
-    assert retrain.cli_value(True) == "true" and retrain.cli_value(0.5) == "0.5" and retrain.cli_value("a b") == "a b"
+    assert override_text(True) == "true" and override_text(0.5) == "0.5" and override_text("a b") == "a b"
+    assert override_text("null") == "null" and override_text(None) == "null"  # text as typed; values for Hydra

@@ -1,4 +1,4 @@
-"""Scheduled retraining for real: `python -m flows.serve` against a real Prefect server, on a shrunk config.
+"""Scheduled retraining for real: `python -m ops.serve` against a real Prefect server, on a shrunk config.
 
 One module-scoped scenario: a throwaway repo with a local DVC remote is served every few
 seconds; two scheduled runs complete (the first promotes, the second, on the same data
@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 
-from flows.registry import read_promoted
-from flows.server import stop as stop_group
+from bench.harness import PREFECT_HTTP, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
+from models import registry
+from models.registry import read_promoted
+from ops.server import STOP_GRACE
+from pipeline import paths
 from pipeline.io import sha256_file
+from pipeline.procs import stop as stop_group
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import PREFECT_HTTP
-from tests.support import VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 DEPLOYMENT = "every-few-seconds"
 INTERVAL = 5  # seconds; runs that come due while one is going wait (serve's limit=1)
@@ -95,12 +97,12 @@ def scenario(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_API_URL=prefect_api, PREFECT_RUNNER_POLL_FREQUENCY="2"
     )
     remote = tmp / "remote"
-    run(repo, str(VENV_BIN / "python"), "-m", "flows.remote", "add-local", str(remote), env=env)
+    run(repo, str(VENV_BIN / "python"), "-m", "ops.remote", "add-local", str(remote), env=env)
 
     log = tmp / "serve.log"
     with open(log, "wb") as out:
         serve = subprocess.Popen(
-            [str(VENV_BIN / "python"), "-m", "flows.serve"],
+            [str(VENV_BIN / "python"), "-m", "ops.serve"],
             cwd=repo,
             env=env,
             stdout=out,
@@ -129,7 +131,7 @@ def scenario(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             log,
         )
     finally:
-        stop_group(serve)
+        stop_group(serve, STOP_GRACE)
     yield Scenario(prefect_api, repo, remote, env, runs[:2], log.read_text())
 
 
@@ -155,8 +157,9 @@ def test_two_scheduled_runs_complete_the_first_promotes_the_second_keeps(scenari
     # The registry points at the trained checkpoint, and `dvc add registry` tracks it.
     record = read_promoted(scenario.repo, "word")
     assert record is not None and record["flow_run"]["id"] == first["id"]
-    ckpt = scenario.repo / "artifacts/word/checkpoints/last.pt"
-    assert record["checkpoint_sha256"] == sha256_file(ckpt) == sha256_file(scenario.repo / record["model"] / "last.pt")
+    ckpt = paths.model_file(scenario.repo / paths.checkpoints("word"))  # the best epoch's weights are promoted
+    promoted = scenario.repo / record["model"] / registry.CHECKPOINT
+    assert record["checkpoint_sha256"] == sha256_file(ckpt) == sha256_file(promoted)
     assert record["metrics"]["valid"]["perplexity"] > 1 and record["split"] == "valid"
     assert (scenario.repo / "registry.dvc").is_file()
     model = scenario.repo / record["model"]  # usable as it is, vocabulary included

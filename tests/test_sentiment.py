@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from flows.cli import main as cli
 from models.classify import Classifier, SentimentTask, initial_embeddings, readout
 from models.trainer import Trainer
+from ops.cli import main as cli
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import read_json
 from pipeline.params import SentimentParams, read_params

@@ -1,4 +1,4 @@
-"""The project's Prefect server plumbing (flows/server.py, flows/repro.py): the UI on any port, waits that
+"""The project's Prefect server plumbing (ops/server.py, ops/repro.py): the UI on any port, waits that
 poll with a deadline and say what they wait for, and one clear error line when a server cannot serve."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows.server import ServerError, free_port, healthy, stop, wait_until
-from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params
+from bench.harness import VENV_BIN, copy_repo, run, tool_env, write_params
+from ops.server import STOP_GRACE, free_port
+from pipeline.procs import WaitError, healthy, stop, wait_until
 
 RNNLAB = str(VENV_BIN / "rnnlab")
 
@@ -59,7 +60,7 @@ def test_rnnlab_server_points_its_ui_at_its_own_port(tmp_path: Path) -> None:
         settings = requests.get(f"http://127.0.0.1:{port}/ui-settings", timeout=30).json()
         assert settings["api_url"] == api
     finally:
-        stop(server)
+        stop(server, STOP_GRACE)
     assert server.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
 
 
@@ -83,10 +84,10 @@ def test_a_taken_port_is_one_line_saying_what_to_do(command: list[str], taken_po
 
 def test_waits_say_what_they_wait_for_and_give_up_at_the_deadline() -> None:
     said: list[str] = []
-    with pytest.raises(ServerError, match=r"waited 0 s for the moon, in vain; look up"):
+    with pytest.raises(WaitError, match=r"waited 0 s for the moon, in vain; look up"):
         wait_until("the moon", lambda: False, 0.2, say=said.append, hint="look up")
     assert said == ["waiting for the moon (up to 0 s)"]
-    with pytest.raises(ServerError, match=r"gave up waiting for the moon: it set"):
+    with pytest.raises(WaitError, match=r"gave up waiting for the moon: it set"):
         wait_until("the moon", lambda: False, 60, say=said.append, alive=lambda: "it set")
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.server import log_tail
+from bench.harness import VENV_BIN, copy_repo, run, tool_env, write_params
+from ops.server import log_tail
 from tests.conftest import LM_PARAMS
 from tests.procsupport import STOP_LIMIT, Launched, left, lock_outs, none_left
-from tests.support import VENV_BIN, copy_repo, run, tool_env, write_params
 
 DATA_STAGES = {"corpus", "tokenize@word", "vocab@word", "windows@word"}
 EPOCH = r"Task run '[\w-]*epoch-\d+' - Finished"

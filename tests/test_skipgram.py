@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from flows.cli import main as cli
+from bench.harness import reference_pairs
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
+from ops.cli import main as cli
 from pipeline.errors import DataError
 from pipeline.params import (
     SkipgramParams,
@@ -34,7 +35,6 @@ from pipeline.sources import text, wikipedia
 from pipeline.textdata import build_text_dataset
 from pipeline.vectors import align_text_vectors, load_embeddings, save_embeddings, write_word2vec
 from pipeline.vocab import EOS, UNK, Vocab
-from tests.support import reference_pairs
 from tests.tasksupport import one_thread  # noqa: F401 (autouse fixture)
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.harness import SMALL_CORPUS, copy_repo, run, write_params
 from pipeline.io import read_json, sha256_file
-from tests.support import SMALL_CORPUS, copy_repo, run, write_params
+from tests.support import ran
 
 DATA_STAGES = ("windows",)  # `dvc repro windows` runs every data stage it depends on
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def output_hashes(repo: Path) -> dict[str, str]:

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from flows import registry
-from flows.registry import read_promoted
-from flows.server import free_port, stop, wait_until
+from bench.harness import GIT, VENV_BIN, copy_repo, processes_under, run, tool_env, write_params
+from models import registry
+from models.registry import read_promoted
+from ops.server import STOP_GRACE, free_port
 from pipeline.io import sha256_file
+from pipeline.procs import stop, wait_until
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import processes_under
-from tests.support import GIT, VENV_BIN, copy_repo, run, tool_env, write_params
 
 PY = str(VENV_BIN / "python")
 TARGET = "lm@word"
@@ -219,7 +219,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     finally:
         if relay is not None:
             relay.close()
-        stop(proc)  # SIGTERM to its group: the listener and any session it forked
+        stop(proc, STOP_GRACE)  # SIGTERM to its group: the listener and any session it forked
 
 
 # --- the round trip -----------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_push_cut_mid_transfer_then_pull_repro_and_registry_over_ssh(
     # 1. The link dies mid-transfer: the push fails, saying so, and the remote is incomplete.
     sshd.relay.reset_counts()
     sshd.relay.cut_after(int(total * CUT_SHARE))
-    cut = run(a, PY, "-m", "flows.remote", "push", env=env, check=False)
+    cut = run(a, PY, "-m", "ops.remote", "push", env=env, check=False)
     sent_before_cut = sshd.relay.up
     assert sshd.relay.cut, f"the push sent only {sent_before_cut} bytes of {total}: the link was never cut"
     assert cut.returncode == 2 and "error: `dvc push -r team` failed" in cut.stderr, cut.stdout + cut.stderr
@@ -319,7 +319,7 @@ def test_push_cut_mid_transfer_then_pull_repro_and_registry_over_ssh(
     # on the remote is whole.
     sshd.relay.heal()
     assert "Cache and remote 'team' are in sync" not in in_sync(a, env)
-    push_s, push_up, push_down = timed(sshd.relay, a, PY, "-m", "flows.remote", "push", env=env)
+    push_s, push_up, push_down = timed(sshd.relay, a, PY, "-m", "ops.remote", "push", env=env)
     assert "Cache and remote 'team' are in sync" in in_sync(a, env)
     on_remote, partial = remote_objects(store)
     assert set(on_remote) == set(objects)
@@ -338,7 +338,7 @@ def test_push_cut_mid_transfer_then_pull_repro_and_registry_over_ssh(
     run(tmp_path, "git", "clone", "-q", str(a), str(b), env=env)
     run(b, "dvc", "config", "--local", "core.site_cache_dir", str(b / ".dvc-site"), env=env)
     run(b, "dvc", "remote", "modify", "--local", "team", "keyfile", str(sshd.keyfile), env=env)
-    pull_s, pull_up, pull_down = timed(sshd.relay, b, PY, "-m", "flows.remote", "pull", env=env)
+    pull_s, pull_up, pull_down = timed(sshd.relay, b, PY, "-m", "ops.remote", "pull", env=env)
     repro = run(b, "dvc", "repro", TARGET, env=env)
     assert "Running stage" not in repro.stdout, repro.stdout
     assert run(b, "dvc", "status", TARGET, env=env).stdout.strip() == "Data and pipelines are up to date."

@@ -5,7 +5,7 @@ no process left, the finished stages kept and the training resumable.
 The launch contexts are those that change how a signal arrives: a terminal (Ctrl-C reaches the
 whole foreground group), a script's background job and nohup (SIGINT ignored by inheritance),
 ``timeout`` (which forwards the signal it gets), a parent that ignores SIGINT, and make. The fast
-tests check the mechanism (flows/procs.py, pipeline/stage.py) without DVC or Prefect.
+tests check the mechanism (pipeline/procs.py, pipeline/stage.py) without DVC or Prefect.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows import procs
+from bench.harness import PREFECT_HTTP, ROOT, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
+from pipeline import procs
 from tests.conftest import LM_PARAMS
-from tests.prefect_server import PREFECT_HTTP
 from tests.procsupport import STOP_LIMIT, Launched, left, lock_outs, marked, none_left
-from tests.support import ROOT, VENV_BIN, copy_repo, load_params, run, tool_env, write_params
 
 RNNLAB = str(VENV_BIN / "rnnlab")
 DATA_STAGES = {"corpus", "tokenize@word", "vocab@word", "windows@word"}
@@ -209,10 +208,10 @@ def _force_training(repo: Repo) -> None:
 
 @pytest.fixture
 def serving(repo: Repo, prefect_api: str, tmp_path: Path) -> Iterator[tuple[Launched, str]]:
-    """``python -m flows.serve`` (the retrain deployment, on demand), with SIGINT ignored as a script's
+    """``python -m ops.serve`` (the retrain deployment, on demand), with SIGINT ignored as a script's
     background job has it; stopped with SIGINT after, which it takes as SIGTERM."""
     env = {**repo.env, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    cmd = ["bash", "-c", f"trap '' INT; exec {VENV_BIN}/python -m flows.serve"]
+    cmd = ["bash", "-c", f"trap '' INT; exec {VENV_BIN}/python -m ops.serve"]
     serve = Launched.start(cmd, repo.path, env, tmp_path / "serve.log")
     try:
         serve.wait_for(r"serving retrain/on-demand")

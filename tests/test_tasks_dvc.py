@@ -5,24 +5,19 @@ outside the default `dvc repro`."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from dvc.repo import Repo
 
+from bench.harness import SMALL_CORPUS, copy_repo, prefect_server, run, server_env
+from bench.harness import write_params as write
 from pipeline.io import read_json
-from tests.prefect_server import prefect_server, server_env
-from tests.support import SMALL_CORPUS, copy_repo, run
-from tests.support import write_params as write
+from tests.support import ran
 from tests.tasksupport import IMDB_DATA, letter_data
 
 TASK_STAGES = {"imdb_data", "sentiment", "lmclass_data", "lmclass", "ocr_data", "ocr"}
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def test_tasks_pipeline_is_separate_runs_from_the_root_and_is_checked(tmp_path: Path) -> None:
@@ -75,7 +70,7 @@ def test_repro_skipgram_then_every_task(tmp_path: Path, shared_data: Path) -> No
         report = read_json(art / "report.json")
         assert set(report["neighbors"]) == {"cat", "ran"} and len(report["neighbors"]["cat"]) == 10
         assert read_json(art / "metrics.json") == {"valid_loss": report["valid_loss"], "step": 1}  # DVCLive
-        nb = run(repo, "python", "-m", "flows.cli", "neighbors", "cat", "-k", "3", "--json", env=env).stdout
+        nb = run(repo, "python", "-m", "ops.cli", "neighbors", "cat", "-k", "3", "--json", env=env).stdout
         assert len(json.loads(nb)["neighbors"]["cat"]) == 3
 
         out = run(repo, "dvc", "repro", "tasks/dvc.yaml", env=env).stdout

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from bench.harness import copy_repo, run, tool_env, write_params
 from pipeline.corpus import write_documents
 from pipeline.errors import DataError
 from pipeline.params import TextParams
 from pipeline.sources import text
-from tests.support import copy_repo, run, tool_env, write_params
 
 
 def _read(**kw: object) -> pa.Table:

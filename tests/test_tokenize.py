@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.harness import load_params as raw_params
+from bench.harness import merge
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import sha256_file
 from pipeline.params import WordTokenizeParams, validate
@@ -34,8 +36,6 @@ from pipeline.tokenize import (
     unicode_regex,
 )
 from pipeline.vocab import TOKENS_REQUIRED
-from tests.support import load_params as raw_params
-from tests.support import merge
 
 WORD_PATTERN = WordTokenizeParams().pattern  # the default word pattern
 

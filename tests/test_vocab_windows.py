@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from bench.harness import copy_repo, run, tool_env, write_params
 from pipeline.errors import DataError
 from pipeline.io import read_json
 from pipeline.params import SPECIALS, VocabLevelParams, WindowsParams
@@ -17,7 +18,6 @@ from pipeline.shards import ShardWriter
 from pipeline.tokenize import TOKENS_SCHEMA
 from pipeline.vocab import EOS, PAD, UNK, Vocab, build_vocab, count_tokens, oov_metrics, write_vocab
 from pipeline.windows import build, pad_rows, sentence_lengths, with_separators
-from tests.support import copy_repo, run, tool_env, write_params
 
 
 def token_shards(folder: Path, docs: list[tuple[str, list[str]]], label: list[str] | None = None) -> Path:

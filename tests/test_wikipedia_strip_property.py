@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.harness import KINDS
 from pipeline.sources import wikimarkup
-from tests.hostile_wikitext import KINDS
 
 # The delimiters of every construct the stripper removes, closed, unclosed and stray, with prose
 # around them. Not single "{", "}", "[" or "]" (a stray one next to a removed construct can

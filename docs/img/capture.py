@@ -3,7 +3,7 @@
     .venv/bin/python docs/img/capture.py                 # docs/img/make-run.png and docs/img/plots-offline.png
     .venv/bin/python docs/img/capture.py --keep /tmp/cap # keep the repo copy, every terminal frame and the HTML
 
-It copies the project (tests/support.py ``copy_repo``: tracked and untracked files, as a fresh git and
+It copies the project (bench/harness.py ``copy_repo``: tracked and untracked files, as a fresh git and
 DVC repo) into a temporary folder and runs ``rnnlab repro`` there, which is what ``make run`` runs
 once the venv exists (``make run`` in the copy would first build a venv of its own), in a tmux terminal
 of ``--cols`` × ``--rows``. The terminal is read every ``--every`` seconds; the frame taken ``--delay``
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run as a script: the project's packages (tests.support) import from the root
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages (bench.harness) import from the root
 
-from tests.support import VENV_BIN, copy_repo, run, tool_env  # noqa: E402
+from bench.harness import VENV_BIN, copy_repo, run, tool_env  # noqa: E402
 
 OUT = ROOT / "docs" / "img"
 SOCKET = "rnnlab-capture"  # a tmux server of its own: never the user's sessions

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline import stage
+from pipeline.codedeps import code_deps
 from pipeline.params import load_params
 from pipeline.paths import IMDB_DATA
 from pipeline.textdata import class_windows
@@ -23,19 +24,7 @@ def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("lmclass.windows",),
         deps=(
-            "pipeline/lmclass/__init__.py",
-            "pipeline/lmclass/data.py",
-            "pipeline/textdata.py",
-            "pipeline/corpus.py",
-            "pipeline/docs.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/sources/__init__.py",
-            "pipeline/threads.py",
-            "pipeline/tokenize.py",
-            "pipeline/vocab.py",
-            "pipeline/windows.py",
+            *code_deps("pipeline.lmclass.data"),
             str(IMDB_DATA.tokens),
             str(IMDB_DATA.vocab),
         ),

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from pipeline import stage
+from pipeline.codedeps import code_deps
 from pipeline.corpus import write_documents
 from pipeline.io import write_json
 from pipeline.ocr.table import alphabet, read_table
@@ -42,19 +43,7 @@ def stats(docs_dir: Path) -> dict[str, Any]:
 def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("ocr_data",),
-        deps=(
-            "pipeline/ocr/__init__.py",
-            "pipeline/ocr/data.py",
-            "pipeline/ocr/table.py",
-            "pipeline/corpus.py",
-            "pipeline/docs.py",
-            "pipeline/download.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/sources/__init__.py",
-            "pipeline/sources/ocr.py",
-        ),
+        deps=(*code_deps("pipeline.ocr.data"),),
         outs=(str(DOCS), str(METRICS)),
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline import stage
+from pipeline.codedeps import code_deps
 from pipeline.io import write_json
 from pipeline.params import load_params
 from pipeline.paths import IMDB_DATA
@@ -24,24 +25,7 @@ from pipeline.textdata import build_text_dataset, check_classes
 def spec() -> stage.StageSpec:
     return stage.StageSpec(
         params=("imdb_data",),
-        deps=(
-            "pipeline/sentiment/__init__.py",
-            "pipeline/sentiment/data.py",
-            "pipeline/textdata.py",
-            "pipeline/corpus.py",
-            "pipeline/docs.py",
-            "pipeline/download.py",
-            "pipeline/io.py",
-            "pipeline/params.py",
-            "pipeline/shards.py",
-            "pipeline/sources/__init__.py",
-            "pipeline/sources/imdb.py",
-            "pipeline/sources/text.py",
-            "pipeline/threads.py",
-            "pipeline/tokenize.py",
-            "pipeline/vocab.py",
-            "pipeline/windows.py",
-        ),
+        deps=(*code_deps("pipeline.sentiment.data"),),
         outs=tuple(
             str(p) for p in (IMDB_DATA.docs, IMDB_DATA.tokens, IMDB_DATA.vocab, IMDB_DATA.windows, IMDB_DATA.metrics)
         ),

@@ -35,8 +35,6 @@ from pipeline.errors import RnnlabError
 from pipeline.io import atomic_dir, read_json, sha256_file, write_json
 from pipeline.vocab import Vocab
 
-REGISTRY = Path("registry")
-MODELS = REGISTRY / "models"
 FORMAT = "rnnlab-registry/1"
 CHECKPOINT = paths.BEST_CHECKPOINT  # a run's best weights: `--checkpoint <folder>` loads them
 VOCAB = "vocab.json"
@@ -46,13 +44,9 @@ class RegistryError(RnnlabError):
     """A registry file is unreadable, of another format, or does not match its model."""
 
 
-def pointer(level: str) -> Path:
-    return REGISTRY / f"{level}.json"
-
-
 def read_promoted(root: Path, level: str) -> dict[str, Any] | None:
     """The promoted record of ``level``, or None when nothing was promoted yet."""
-    path = root / pointer(level)
+    path = root / paths.registry_pointer(level)
     if not path.is_file():
         return None
     try:
@@ -106,7 +100,7 @@ def decide(
     margin: float,
     force: bool = False,
 ) -> Decision:
-    """The promotion rule (README, "Teams").
+    """The promotion rule (docs/teams.md, "A run, step by step").
 
     Promote when nothing is promoted yet, or when perplexity on the same held-out data fell
     by at least ``margin`` (relative), or when ``force``d. Keep the promoted model when the
@@ -147,7 +141,7 @@ def promote(root: Path, level: str, record: dict[str, Any], checkpoint: Path, vo
     before the pointer moves. Returns the model folder (relative to ``root``).
     """
     sha = record["checkpoint_sha256"]
-    folder = MODELS / f"{level}-{sha[:12]}"
+    folder = paths.REGISTRY_MODELS / f"{level}-{sha[:12]}"
     target = root / folder
     if not (target / CHECKPOINT).is_file() or sha256_file(target / CHECKPOINT) != sha:
         with atomic_dir(target) as tmp:
@@ -158,17 +152,19 @@ def promote(root: Path, level: str, record: dict[str, Any], checkpoint: Path, vo
             for name, want in ((CHECKPOINT, sha), (VOCAB, record["vocab_sha256"])):
                 if got[name] != want:
                     raise RegistryError(f"{name} changed while being promoted (sha256 is not {want[:12]}); retry")
-    write_json(root / pointer(level), {**record, "format": FORMAT, "level": level, "model": folder.as_posix()})
+    write_json(
+        root / paths.registry_pointer(level), {**record, "format": FORMAT, "level": level, "model": folder.as_posix()}
+    )
     prune(root)
     return folder
 
 
 def prune(root: Path) -> list[Path]:
     """Remove model folders that no pointer names (left by earlier promotions); return them."""
-    models = root / MODELS
+    models = root / paths.REGISTRY_MODELS
     if not models.is_dir():
         return []
-    named = {Path(r["model"]).name for p in (root / REGISTRY).glob("*.json") if (r := read_json(p)).get("model")}
+    named = {Path(r["model"]).name for p in (root / paths.REGISTRY).glob("*.json") if (r := read_json(p)).get("model")}
     gone = [d for d in models.iterdir() if d.is_dir() and d.name not in named and not d.name.startswith(".")]
     for d in gone:
         shutil.rmtree(d)

@@ -1,4 +1,4 @@
-"""Serve the retraining flow on its schedule, for the Prefect UI: ``python -m flows.serve`` (``make serve``).
+"""Serve the retraining flow on its schedule, for the Prefect UI: ``python -m ops.serve`` (``make serve``).
 
     make server                                                     # 1. a Prefect server and its UI
     prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api    # 2. once: point clients at it
@@ -25,10 +25,11 @@ from typing import Any
 
 import yaml
 
-from flows import server
-from pipeline import stage
+from ops import server
+from pipeline import procs, stage
 from pipeline.errors import ParamsError, RnnlabError
-from pipeline.params import PARAMS_FILE, ScheduleParams, validate
+from pipeline.params import ScheduleParams, validate
+from pipeline.paths import PARAMS_FILE
 
 START_SERVER = (
     "start one with `make server` (or `rnnlab server --port 4200`), then "
@@ -47,7 +48,7 @@ def check_api(url: str | None, timeout: float = 5.0) -> str:
             "PREFECT_API_URL is not set, so there is no Prefect server to serve to (a scheduled "
             f"deployment needs one, and its UI shows the runs); {START_SERVER}"
         )
-    if not server.healthy(url, timeout):
+    if not procs.healthy(url, timeout):
         raise PrefectApiError(
             f"the Prefect API at PREFECT_API_URL={url} does not answer; "
             f"is the server running? {START_SERVER}, or set PREFECT_API_URL to a running one"

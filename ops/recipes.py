@@ -13,20 +13,20 @@ values, exactly what ``dvc exp run -S`` takes. The command
    typo fails here in a second with the key named, never halfway through a DVC run;
 2. sets ``corpus.source=text`` and ``corpus.text.{train,valid,test}`` (absent splits: null, so that
    ``corpus.text.holdout`` of train is held out for each);
-3. runs ``dvc exp run [lm@<level>] -S ...`` through flows/repro.py, with one Prefect server for the
+3. runs ``dvc exp run [lm@<level>] -S ...`` through ops/repro.py, with one Prefect server for the
    whole run. A recipe whose keys name one level (``train.char.*``, ...) runs that level's model
    and the data stages under it only: the other level's model would train on your corpus with
    params.yaml's defaults, for nothing.
 
 Values go to DVC as Hydra override strings (DVC parses ``-S`` with Hydra's grammar), and your own
-``-S`` strings are parsed by that same parser here, so what is checked is what DVC applies.
+``-S`` strings are parsed by that same parser here, so what is checked is what DVC applies
+(pipeline/overrides.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import re
 import shlex
 import sys
@@ -37,13 +37,13 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ParamsError, RnnlabError, shown
-from pipeline.params import LEVELS, PARAMS_FILE, read_params, validate
+from pipeline.errors import ParamsError, RnnlabError, refuse, shown
+from pipeline.overrides import KEY, hydra_value, parse_sets
+from pipeline.params import LEVELS, read_params, validate
+from pipeline.paths import PARAMS_FILE, RECIPES
 
-RECIPES = Path("recipes")  # relative to the repository root, where params.yaml and dvc.yaml are
 # Sections whose second key is a level: a recipe that sets only one level's keys runs lm@<level>.
 LEVEL_SECTIONS = ("train", "tokenize", "vocab", "windows", "ngram", "sample")
-_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a git ref component, as DVC needs for -n
 
 
@@ -100,7 +100,7 @@ def load_recipe(path: Path) -> dict[str, Any]:
     for key, value in raw.items():
         if isinstance(value, dict):  # params.yaml's nesting, copied in: say how to flatten it
             raise RecipeError(f"{path}: {shown(key)} is a mapping; write one dotted key per value ({key}.<name>: ...)")
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
+        if not isinstance(key, str) or not KEY.fullmatch(key):
             raise RecipeError(f"{path}: key {shown(key)} is not a dotted params key such as 'train.char.lr'")
     return raw
 
@@ -110,72 +110,6 @@ def level_of(keys: Sequence[str]) -> str | None:
     levels = {k.split(".")[1] for k in keys if k.split(".")[0] in LEVEL_SECTIONS and k.count(".") >= 2}
     levels &= set(LEVELS)
     return levels.pop() if len(levels) == 1 else None
-
-
-# --- overrides: Hydra strings out, Hydra strings in ------------------------------------------
-
-
-def hydra_value(value: Any) -> str:
-    """``value`` as a Hydra override value that DVC's ``-S`` parses back to exactly ``value``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        if "${" in value:  # DVC would resolve it as an OmegaConf interpolation
-            raise RecipeError(f"value {shown(value)} holds '${{', which DVC would read as an interpolation; rename it")
-        if _reads_back(value, value):  # a plain word or path: as typed, easier to read in `dvc exp show`
-            return value
-        # Quoted, so that 'null', '1e-3' or a regex stay strings. Hydra escapes only backslashes
-        # that precede a quote (or end the string), and the quotes themselves.
-        return "'" + re.sub(r"(\\*)('|\Z)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value) + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    raise RecipeError(f"value {shown(value)} ({type(value).__name__}) cannot be passed to `dvc exp run -S`")
-
-
-@functools.cache
-def _parser() -> Any:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
-def _reads_back(text: str, value: str) -> bool:
-    """Does Hydra read the unquoted ``text`` back as exactly the string ``value``?"""
-    from hydra.errors import OverrideParseException
-
-    try:
-        (o,) = _parser().parse_overrides([f"k.k={text}"])
-    except OverrideParseException:
-        return False
-    return not o.is_sweep_override() and isinstance(o.value(), str) and o.value() == value
-
-
-def parse_sets(sets: Sequence[str]) -> dict[str, tuple[Any, str]]:
-    """``-S key=value`` strings, parsed by the Hydra parser DVC uses: key -> (value, the string)."""
-    from hydra.errors import OverrideParseException
-
-    parser = _parser()
-    out: dict[str, tuple[Any, str]] = {}
-    for text in sets:
-        try:
-            (o,) = parser.parse_overrides([text])
-        except OverrideParseException as e:
-            # Hydra's message is several lines with a caret; its first says where it failed.
-            first = str(e).strip().splitlines()[0]
-            raise RecipeError(f"-S {text}: not a key=value override ({first}); quote odd values: key='value'") from None
-        if o.is_sweep_override() or o.is_add() or o.is_force_add() or o.is_delete():
-            raise RecipeError(
-                f"-S {text}: rnnlab recipe takes plain key=value overrides (no sweeps, +key or ~key); "
-                "for a sweep use `rnnlab dvc exp run -S ...`"
-            )
-        if not _KEY.fullmatch(o.key_or_group):
-            raise RecipeError(f"-S {text}: {o.key_or_group!r} is not a dotted params key such as 'train.char.lr'")
-        out[o.key_or_group] = (o.value(), text)
-    return out
 
 
 # --- checking against params.yaml ------------------------------------------------------------
@@ -263,7 +197,7 @@ def plan(
         raise RecipeError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it becomes a git ref)")
     root = Path(params_file).resolve().parent
     corpus = corpus_keys(train, valid, test, root)
-    user = parse_sets(sets)
+    user = parse_sets(sets, "rnnlab recipe")
     clash = sorted(set(user) & set(corpus))
     if clash:
         raise RecipeError(f"-S {clash[0]}: set the corpus with the command's arguments (CORPUS, --valid, --test)")
@@ -311,7 +245,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "lm stage and the data stages under it. Without --valid/--test, corpus.text.holdout of the training "
         "documents (lines) is held out for each.",
         epilog=f"recipes here: {names}. Results: `dvc exp show --only-changed`, `dvc metrics show`. "
-        "See README, 'Recipes'.",
+        "See README, 'Your own text'.",
     )
     p.add_argument("recipe", help=f"a recipe name ({names}) or a path to a .yaml recipe")
     p.add_argument("corpus", help="training text: a UTF-8 file (one document per line) or a folder of .txt files")
@@ -342,7 +276,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, again: str | None = None) -> int:
     """Check, then run (or with --dry-run print) the experiment; exit 2 with one line on a problem.
 
-    Running, it exits as ``rnnlab repro`` does (flows/repro.py): 2 when a stage refused a user
+    Running, it exits as ``rnnlab repro`` does (ops/repro.py): 2 when a stage refused a user
     error, 130 or 143 when stopped, else DVC's code. ``again`` is the command that resumes it.
     """
     try:
@@ -350,13 +284,12 @@ def main(args: argparse.Namespace, again: str | None = None) -> int:
             args.recipe, args.corpus, valid=args.valid, test=args.test, sets=args.sets, name=args.name, force=args.force
         )
     except RnnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     if args.dry_run:
         print(p.command())
         return 0
     target = f"lm@{p.level} and the stages under it" if p.level else "every stage"
     print(f"rnnlab: recipe {p.recipe} ({target}): {p.command()}", file=sys.stderr, flush=True)
-    from flows import repro  # Prefect loads only when something runs
+    from ops import repro  # Prefect loads only when something runs
 
     return repro.main(p.dvc_args, args.port, again or f"rnnlab recipe {shlex.quote(args.recipe)} ...")

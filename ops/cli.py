@@ -27,7 +27,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.errors import RnnlabError
+from pipeline import paths
+from pipeline.errors import RnnlabError, refuse
 from pipeline.params import LEVELS
 
 
@@ -47,7 +48,7 @@ def _positive_int(s: str) -> int:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", choices=LEVELS, default="word", help="token level (default: %(default)s)")
-    p.add_argument("--checkpoint", help="checkpoint file or folder (default: artifacts/<level>/checkpoints)")
+    p.add_argument("--checkpoint", help=f"checkpoint file or folder (default: {paths.checkpoints('<level>')})")
     p.add_argument("--vocab", help="vocabulary file (default: the one the checkpoint records)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--port", type=_positive_int, help="port for the server this starts (default: a free one)")
     dv.add_argument("dvc_args", nargs=argparse.REMAINDER, help="the dvc command and its arguments")
 
-    from flows import recipes  # yaml and params only: --help stays fast
+    from ops import recipes  # yaml and params only: --help stays fast
 
     recipes.add_parser(sub)
 
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument("words", nargs="+", help="one or more words of the vocabulary")
     n.add_argument("-k", type=_positive_int, default=10, help="how many (default: 10)")
-    n.add_argument("--embeddings", default="artifacts/skipgram/embeddings.npy", help="(default: %(default)s)")
+    n.add_argument("--embeddings", default=str(paths.EMBEDDINGS), help="(default: %(default)s)")
     n.add_argument("--vocab", help="vocabulary file (default: the one embeddings.json records)")
     n.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sentiment classifier (`dvc repro tasks/dvc.yaml:sentiment` trains it).",
     )
     k.add_argument("text", nargs="+", help="one or more texts ('-' reads stdin)")
-    k.add_argument("--checkpoint", default="artifacts/sentiment/checkpoints", help="(default: %(default)s)")
+    k.add_argument("--checkpoint", default=str(paths.SENTIMENT_CHECKPOINTS), help="(default: %(default)s)")
     k.add_argument("--vocab", help="vocabulary file (default: the one the checkpoint records)")
     k.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
     k.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -203,7 +204,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         return _classify(args)
     from models.sampling import LanguageModel  # torch loads only when a command runs, not for --help
 
-    path = args.checkpoint or f"artifacts/{args.level}/checkpoints"
+    path = args.checkpoint or str(paths.checkpoints(args.level))
     lm = LanguageModel.load(path, args.vocab, args.device)
     info = {"checkpoint": str(path), "level": lm.level}
     if args.command == "sample":
@@ -230,7 +231,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def _server(port: int) -> int:
     """Replace this process with the server, so that Ctrl-C and SIGTERM reach it directly."""
-    from flows import server
+    from ops import server
 
     server.check_port(port)
     print(f"Prefect UI: http://{server.HOST}:{port}  (API {server.api_url(port)}); Ctrl-C stops it", flush=True)
@@ -280,7 +281,7 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = _volume(list(sys.argv[1:] if argv is None else argv))
     again = shlex.join(["rnnlab", *argv])  # what resumes an interrupted run
     if argv[:1] in (["repro"], ["dvc"]):
-        from flows import repro
+        from ops import repro
 
         port, dvc_args = _passthrough(parser, argv)
         if not dvc_args:
@@ -291,22 +292,20 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 0
     if args.command == "recipe":
-        from flows import recipes
+        from ops import recipes
 
         return recipes.main(args, again)
     if args.command == "server":
         try:
             return _server(args.port)
         except RnnlabError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return refuse(e)
     try:
         out, human = _run(args)
     except RnnlabError as e:
         if args.json:
             print(json.dumps({"error": str(e)}))
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     print(json.dumps(out, ensure_ascii=False) if args.json else human)
     return 0
 

@@ -1,8 +1,10 @@
-"""Child processes that start with default signal handling and stop whole, whatever launched us.
+"""Child processes that start with default signal handling and stop whole, whatever launched us;
+and waits for what they serve.
 
     proc = start([dvc, "repro"], env=env)    # its own process group; SIGINT and SIGTERM at their defaults
     ...
     stop(proc)                                # SIGTERM to the group and every descendant, SIGKILL after a grace
+    wait_until("the server", lambda: healthy(api), 60.0)   # polled against a deadline, saying what it waits for
 
 Why both halves matter:
 
@@ -16,8 +18,8 @@ Why both halves matter:
   the grace is killed, so that nothing outlives the command that started it: a stage whose
   Prefect server died retries the dead API for minutes otherwise.
 
-No Prefect and no torch here: flows/repro.py, flows/server.py, flows/retrain.py and
-flows/train.py (torchrun) share these.
+No Prefect and no torch here: ops/repro.py, ops/server.py, flows/retrain.py and
+flows/train.py (torchrun) share these, and a flow stage waits here for its Prefect API.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from typing import Any
 
 import psutil  # a dependency of DVC's, so always installed with it
 
+from pipeline.errors import RnnlabError
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_GRACE = 10.0  # seconds a stopped tree may take to exit (a stage records its end in Prefect) before SIGKILL
 KILL_WAIT = 5.0  # seconds to wait for SIGKILLed processes to be gone
 POLL = 0.1
+WAIT_POLL = 0.5  # seconds between two looks at a condition that ``wait_until`` waits for
+REPORT_EVERY = 15.0  # seconds between two "still waiting" lines
 
 
 def default_signals() -> None:
@@ -198,3 +204,51 @@ class Signals:
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+class WaitError(RnnlabError):
+    """What ``wait_until`` waited for did not come in time, or can no longer come."""
+
+
+def wait_until(
+    what: str,
+    done: Callable[[], bool],
+    deadline_s: float,
+    *,
+    say: Callable[[str], object] = print,
+    alive: Callable[[], str | None] = lambda: None,
+    hint: str = "",
+) -> float:
+    """Poll ``done()`` until it holds; return the seconds it took.
+
+    Says once what it waits for, then every REPORT_EVERY seconds that it still waits.
+    ``alive()`` returns a reason to give up early (the awaited process died), or None.
+    Raises WaitError naming ``what``, the time waited and ``hint`` at the deadline.
+    """
+    start = time.monotonic()
+    next_report = start + REPORT_EVERY
+    said = False
+    while not done():
+        now = time.monotonic()
+        if (reason := alive()) is not None:
+            raise WaitError(f"gave up waiting for {what}: {reason}" + (f"; {hint}" if hint else ""))
+        if now - start > deadline_s:
+            raise WaitError(f"waited {deadline_s:.0f} s for {what}, in vain" + (f"; {hint}" if hint else ""))
+        if not said:
+            say(f"waiting for {what} (up to {deadline_s:.0f} s)")
+            said = True
+        elif now >= next_report:
+            say(f"still waiting for {what} ({now - start:.0f} s so far)")
+            next_report = now + REPORT_EVERY
+        time.sleep(WAIT_POLL)
+    return time.monotonic() - start
+
+
+def healthy(api: str, timeout: float = 5.0) -> bool:
+    """Whether ``{api}/health`` answers 200 now (a Prefect API)."""
+    import requests  # here: a training's process tree needs no HTTP client
+
+    try:
+        return requests.get(f"{api.rstrip('/')}/health", timeout=timeout).ok
+    except requests.RequestException:
+        return False

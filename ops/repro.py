@@ -19,7 +19,7 @@ How it ends, in one last line:
 
 * SIGINT or SIGTERM (Ctrl-C, ``kill``, ``timeout``, CI's cancel), however this was launched
   (a terminal, ``cmd &`` in a script, nohup): DVC, the running stage and everything under them
-  are stopped as a process tree (flows/procs.py), then the server; exit 130 or 143 with a line
+  are stopped as a process tree (pipeline/procs.py), then the server; exit 130 or 143 with a line
   naming the stage that was interrupted and how to resume.
 * A stage that refused a user error (its ``error: ...`` line, collected through the file that
   RNNLAB_ERROR_FILE names): that line again, exit 2. Otherwise DVC's own exit code.
@@ -41,21 +41,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows import procs, remote, server
-from pipeline import stage
-from pipeline.errors import RnnlabError
+from ops import server
+from pipeline import dvc_remote, paths, procs, stage
+from pipeline.errors import RnnlabError, refuse
 
 DEAD_SERVER_GRACE = 3.0  # seconds: stages cannot record their end without the server, so waiting is for nothing
 
 
 class QueueError(RnnlabError):
     """A dvc command that starts queue workers, with no lasting Prefect server for them."""
-
-
-def prefect_home() -> Path:
-    from prefect.settings import get_current_settings
-
-    return Path(get_current_settings().home)
 
 
 def say(line: str) -> None:
@@ -65,7 +59,7 @@ def say(line: str) -> None:
 def run_dvc(args: Sequence[str], extra: dict[str, str]) -> subprocess.Popen[bytes]:
     """``dvc ARGS`` in its own process group, with default signal handling (so that it can be
     stopped whole, whatever launched us) and ``extra`` in its environment."""
-    return procs.start([str(remote.DVC), *args], env=remote.env(extra))
+    return procs.start([str(dvc_remote.DVC), *args], env=dvc_remote.env(extra))
 
 
 def starts_workers(args: Sequence[str]) -> bool:
@@ -124,7 +118,7 @@ def with_server(args: Sequence[str], signals: procs.Signals, again: str, port: i
         if outcome.stopped is not None and signals.received is not None:
             outcome.last = stopped_line(signals.received, outcome.stopped, again, signals.at, server=False)
         return outcome
-    home = prefect_home()
+    home = server.prefect_home()
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -172,11 +166,11 @@ def supervise(args: Sequence[str], api: str, srv: server.Server | None, signals:
                         f"and run `{again}` again, or start a server yourself (`make server`) and set "
                         "PREFECT_API_URL to it"
                     )
-                if ready_at is None and server.healthy(srv.api, timeout=1.0):
+                if ready_at is None and procs.healthy(srv.api, timeout=1.0):
                     ready_at = time.monotonic() - start
                     say(f"the Prefect server answers after {ready_at:.1f} s; UI at {srv.api.removesuffix('/api')}")
             with contextlib.suppress(subprocess.TimeoutExpired):
-                dvc.wait(server.POLL)
+                dvc.wait(procs.WAIT_POLL)
         if signals.received is not None and dvc.returncode != 0:  # dvc ended as the signal came
             return interrupted(signals.received, [])
         return failed(dvc.returncode, errors, again)
@@ -217,7 +211,7 @@ def failed(code: int, errors: str | None, again: str) -> Outcome:
 
 def dvc_cache_dir() -> Path | None:
     """Where DVC's cache is (``dvc cache dir``), or None when DVC cannot say."""
-    proc = subprocess.run([str(remote.DVC), "cache", "dir"], capture_output=True, text=True, env=remote.env())
+    proc = subprocess.run([str(dvc_remote.DVC), "cache", "dir"], capture_output=True, text=True, env=dvc_remote.env())
     return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
 
 
@@ -244,8 +238,7 @@ def main(dvc_args: Sequence[str], port: int | None = None, again: str | None = N
         with procs.Signals() as signals:
             outcome = with_server(dvc_args, signals, again, port)
     except RnnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     if outcome.last:
         print(outcome.last, file=sys.stderr, flush=True)
     if outcome.code == 0 and list(dvc_args[:1]) == ["repro"]:
@@ -254,11 +247,13 @@ def main(dvc_args: Sequence[str], port: int | None = None, again: str | None = N
 
 
 def show_plots() -> None:
-    """Render the DVC plots to ``dvc_plots/index.html`` (the bundled vega: it opens offline), which
+    """Render the DVC plots to ``paths.PLOTS_PAGE`` (the bundled vega: it opens offline), which
     the lm flows' ``<level>-plots`` link artifacts point at; a failure only costs the page."""
-    proc = subprocess.run([str(remote.DVC), "plots", "show"], env=remote.env({}), capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(dvc_remote.DVC), "plots", "show"], env=dvc_remote.env({}), capture_output=True, text=True
+    )
     if proc.returncode == 0:
-        say("plots: dvc_plots/index.html (opens offline in a browser)")
+        say(f"plots: {paths.PLOTS_PAGE} (opens offline in a browser)")
     else:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         say(f"`dvc plots show` failed ({lines[-1] if lines else f'exit {proc.returncode}'}); the run itself is done")

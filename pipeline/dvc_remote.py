@@ -1,27 +1,22 @@
-"""DVC from Python: run its commands, find the team's remote, push and pull (README, "Teams").
-
-    python -m flows.remote add-local /mnt/team/rnnlab-dvc   # make remote-local REMOTE=/mnt/team/rnnlab-dvc
-    python -m flows.remote push                             # make push: what dvc.lock and registry.dvc name
-    python -m flows.remote pull                             # make pull: instead of rebuilding it
+"""DVC from Python: run its commands, find the team's remote, push and pull (docs/teams.md).
 
 DVC runs as a subprocess of this venv's ``dvc`` (never a shell): its stage commands are
 ``python -m ...``, so this venv's bin goes first on PATH, and a failure raises
 ``DvcError`` with the tail of DVC's own output, the failing stage's error included.
-No Prefect here: flows/retrain.py wraps these calls in tasks.
+No Prefect here: flows/retrain.py wraps these calls in tasks, ops/repro.py runs ``dvc repro``
+with them, and ops/remote.py is their command line (``make push``).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from flows import procs
-from pipeline import stage
+from pipeline import procs
 from pipeline.errors import RnnlabError
 
 VENV_BIN = Path(sys.executable).parent
@@ -140,30 +135,3 @@ def add_local(root: str | Path, path: str, name: str = "team") -> str:
         f"DVC remote {name!r} -> {folder} is now the default. Commit it so the team shares it: "
         "`git add .dvc/config && git commit -m 'DVC remote'`; then `make push`."
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repo", default=".", help="repository root (default: %(default)s)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    a = sub.add_parser("add-local", help="make a local or shared folder the default remote")
-    a.add_argument("path", help="the folder, e.g. /mnt/team/rnnlab-dvc (created on the first push)")
-    a.add_argument("--name", default="team", help="remote name (default: %(default)s)")
-    for verb in ("push", "pull"):
-        v = sub.add_parser(verb, help=f"dvc {verb}, with a clear error when no remote is configured")
-        v.add_argument("-r", "--remote", help="remote name (default: the default remote)")
-    args = p.parse_args(argv)
-
-    def body() -> None:
-        if args.command == "add-local":
-            print(add_local(args.repo, args.path, args.name))
-            return
-        remote = resolve(args.repo, args.remote, required=True)
-        assert remote is not None
-        (push if args.command == "push" else pull)(args.repo, remote)
-
-    return stage.run(body)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

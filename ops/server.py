@@ -3,10 +3,10 @@
     with local_server(port=None) as api:    # "http://127.0.0.1:<free port>/api", state in Prefect's home
         ...                                 # children get PREFECT_API_URL=api
 
-``rnnlab repro`` runs a whole ``dvc repro`` against one such server (flows/repro.py),
+``rnnlab repro`` runs a whole ``dvc repro`` against one such server (ops/repro.py),
 ``rnnlab server`` keeps one in the foreground for the UI (``make server``), and the tests
 start theirs through it too. Every wait polls its condition against a deadline and says what
-it is waiting for; nothing sleeps a fixed time and hopes.
+it is waiting for (pipeline/procs.py ``wait_until``); nothing sleeps a fixed time and hopes.
 
 Two settings matter beyond the port:
 
@@ -25,24 +25,20 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import requests
-
-from flows import procs
+from pipeline import procs
 from pipeline.errors import RnnlabError
 
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
-POLL = 0.5  # seconds between two looks at a condition
-REPORT_EVERY = 15.0  # seconds between two "still waiting" lines
 STOP_GRACE = 30.0  # seconds a stopped server may take to exit before it is killed
 
 
 class ServerError(RnnlabError):
-    """The Prefect server could not be started, or did not answer in time."""
+    """The Prefect server could not be started, or died under the run (a wait past its deadline is
+    pipeline.procs.WaitError)."""
 
 
 def free_port() -> int:
@@ -61,19 +57,18 @@ def api_url(port: int) -> str:
     return f"http://{HOST}:{port}/api"
 
 
-def healthy(api: str, timeout: float = 5.0) -> bool:
-    """Whether ``{api}/health`` answers 200 now."""
-    try:
-        return requests.get(f"{api.rstrip('/')}/health", timeout=timeout).ok
-    except requests.RequestException:
-        return False
-
-
 def configured_api() -> str | None:
     """PREFECT_API_URL as Prefect resolves it: the environment, the active profile, prefect.toml."""
     from prefect.settings import get_current_settings
 
     return get_current_settings().api.url or None
+
+
+def prefect_home() -> Path:
+    """Prefect's home (``.prefect/`` by the project's prefect.toml): a started server keeps its runs there."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home)
 
 
 def startup_deadline() -> float:
@@ -82,40 +77,6 @@ def startup_deadline() -> float:
     from prefect.settings import get_current_settings
 
     return float(get_current_settings().server.ephemeral.startup_timeout_seconds)
-
-
-def wait_until(
-    what: str,
-    done: Callable[[], bool],
-    deadline_s: float,
-    *,
-    say: Callable[[str], object] = print,
-    alive: Callable[[], str | None] = lambda: None,
-    hint: str = "",
-) -> float:
-    """Poll ``done()`` until it holds; return the seconds it took.
-
-    Says once what it waits for, then every REPORT_EVERY seconds that it still waits.
-    ``alive()`` returns a reason to give up early (the awaited process died), or None.
-    Raises ServerError naming ``what``, the time waited and ``hint`` at the deadline.
-    """
-    start = time.monotonic()
-    next_report = start + REPORT_EVERY
-    said = False
-    while not done():
-        now = time.monotonic()
-        if (reason := alive()) is not None:
-            raise ServerError(f"gave up waiting for {what}: {reason}" + (f"; {hint}" if hint else ""))
-        if now - start > deadline_s:
-            raise ServerError(f"waited {deadline_s:.0f} s for {what}, in vain" + (f"; {hint}" if hint else ""))
-        if not said:
-            say(f"waiting for {what} (up to {deadline_s:.0f} s)")
-            said = True
-        elif now >= next_report:
-            say(f"still waiting for {what} ({now - start:.0f} s so far)")
-            next_report = now + REPORT_EVERY
-        time.sleep(POLL)
-    return time.monotonic() - start
 
 
 def server_env(port: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -139,12 +100,6 @@ def check_port(port: int) -> None:
             f"then point this command at it with PREFECT_API_URL={api_url(port)}); "
             "or choose another port (PREFECT_PORT=... for make, --port for rnnlab)"
         )
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
-    """SIGTERM the process group of ``proc`` (started by procs.start) and its descendants; SIGKILL
-    what is left after ``grace`` seconds."""
-    procs.stop(proc, grace)
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
@@ -206,9 +161,9 @@ class Server:
 
     def wait(self, say: Callable[[str], object] = print, deadline_s: float | None = None) -> float:
         """Block until ``/health`` answers; the seconds it took."""
-        return wait_until(
+        return procs.wait_until(
             f"the Prefect server at {self.api}",
-            lambda: healthy(self.api),
+            lambda: procs.healthy(self.api),
             startup_deadline() if deadline_s is None else deadline_s,
             say=say,
             alive=self.exited,
@@ -217,7 +172,7 @@ class Server:
         )
 
     def stop(self) -> None:
-        stop(self.proc)
+        procs.stop(self.proc, STOP_GRACE)
         if self._out is not subprocess.DEVNULL:
             self._out.close()
 
@@ -236,17 +191,3 @@ def local_server(
         yield server.api
     finally:
         server.stop()
-
-
-def wait_for_api(api: str, say: Callable[[str], object] = print) -> None:
-    """Block until the Prefect API at ``api`` answers (a server still starting, e.g. ``rnnlab repro``'s)."""
-    if healthy(api):
-        return
-    wait_until(
-        f"the Prefect API at {api}",
-        lambda: healthy(api),
-        startup_deadline(),
-        say=say,
-        hint="is the server running? `make server` starts one; or unset PREFECT_API_URL to let each flow "
-        "start a temporary server of its own",
-    )

@@ -1,6 +1,6 @@
 """Training jobs for tests/test_ddp.py and bench/ddp.py: run under torchrun, or in-process for one process.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 -m tests.ddp_job jobs.json
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m bench.ddp_job jobs.json
 
 ``jobs.json`` is a list of jobs, run in order in the same process group::
 
@@ -26,6 +26,7 @@ import torch
 from models import distributed
 from models.device import set_threads
 from models.lm import lm_trainer
+from pipeline import paths
 from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
@@ -37,9 +38,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     run = {"fingerprint": job.get("fingerprint", "ddp-test"), "tokenizer": None, "vocab_path": "vocab.json"}
     trainer = lm_trainer(
         params,
-        data / "data/windows/word",
+        data / paths.windows("word"),
         Path(job["checkpoints"]),
-        Vocab.load(data / "data/vocab/word.json"),
+        Vocab.load(data / paths.vocab("word")),
         run,
     )
     if job.get("grads"):

@@ -1,6 +1,6 @@
 """Tokenizer throughput: rnnlab's word tokenizer against a per-line regex loop.
 
-    python bench/tokenize.py [--mb 50] [--unicode-mb 20] [--shared ../shared/data]
+    python -m bench.tokenizer [--mb 50] [--unicode-mb 20] [--shared ../shared/data]
 
 Builds ~50 MB of real text (WikiText-2 valid + test, repeated) once, then
 times each variant in its own subprocess (so each reports its own peak RSS)
@@ -32,14 +32,6 @@ Prints MB/s for each and the ratios against the reference.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder leads sys.path, and its name would shadow the
-# stdlib `tokenize` (which inspect and numpy import). Put the repo root there instead.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)
-
 import argparse
 import bz2
 import html
@@ -49,8 +41,12 @@ import random
 import re
 import resource
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PATTERN = r"[A-Za-z]+|[!?.:,()]"  # Abrahams et al. 2016, ch. 6
 
@@ -244,8 +240,18 @@ def worker(variant: str, text_file: Path, docs: Path, out: Path) -> dict[str, fl
 def run_variant(variant: str, text_file: Path, docs: Path, work: Path) -> dict[str, float] | None:
     """Time one variant in a fresh process, one thread everywhere."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, __file__, "--worker", variant, "--paths", str(text_file), str(docs), str(work)]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.tokenizer",
+        "--worker",
+        variant,
+        "--paths",
+        str(text_file),
+        str(docs),
+        str(work),
+    ]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT).stdout)
 
 
 def main() -> None:
