@@ -25,10 +25,8 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +36,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, SHARED_DATA, VENV_BIN, copy_repo, tool_env
+from bench.harness import ROOT, SHARED_DATA, VENV_BIN, copy_repo, tool_env
+from pipeline import procs
 
 pytestmark = pytest.mark.slow
 
@@ -112,11 +111,13 @@ def cjk(folder: Path) -> Path:
 
 
 def source_code(folder: Path) -> Path:
-    """Python source: the project's own modules (pipeline/, models/, flows/), read in place and
+    """Python source: the project's own modules (pipeline/, models/, flows/, ops/), read in place and
     concatenated until about 500 KB."""
     parts = []
     size = 0
-    for path in sorted([*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("flows/*.py")]):
+    for path in sorted(
+        [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("flows/*.py"), *ROOT.glob("ops/*.py")]
+    ):
         text = path.read_text(encoding="utf-8")
         if size + len(text.encode("utf-8")) > 500_000:
             break
@@ -344,7 +345,7 @@ def run_recipe(repo: Path, recipe: str, corpus: Path, name: str, api: str) -> Ou
     try:
         out, err = proc.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
-        stop_group(proc)
+        procs.stop(proc, 60.0)  # SIGTERM to the whole run (rnnlab stops DVC and its stage), SIGKILL after a minute
         out, err = proc.communicate()
         err += f"\n[test: no end after {RUN_TIMEOUT:.0f} s; stopped]"
     outcome = Outcome(
@@ -363,18 +364,6 @@ def run_recipe(repo: Path, recipe: str, corpus: Path, name: str, api: str) -> Ou
         with contextlib.suppress(OSError):
             outcome.samples = (artifacts / "samples.txt").read_text(encoding="utf-8").removesuffix("\n").split("\n")
     return outcome
-
-
-def stop_group(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to the run's process group (rnnlab stops DVC and its stage), SIGKILL after a minute."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def run_in(repo: Future[Path], recipe: str, corpus: Path, name: str, api: str) -> Outcome:
