@@ -210,10 +210,10 @@ def test_training_progress_covers_every_epoch_and_a_resumed_run_starts_at_its_st
     lm_data: Path, tmp_path: Path
 ) -> None:
     from models.lm import lm_trainer
-    from pipeline.params import TrainParams
     from pipeline.vocab import Vocab
+    from tests.support import section
 
-    p = TrainParams(emb_dim=8, hidden=16, batch_size=8, bptt=10, epochs=3, epoch_size=5, checkpoint_every=5)
+    p = section("train.word", emb_dim=8, hidden=16, batch_size=8, bptt=10, epochs=3, epoch_size=5, checkpoint_every=5)
     vocab = Vocab.load(lm_data / "data/vocab/word.json")
     run = {"fingerprint": "progress-test", "tokenizer": None, "vocab_path": "v"}
 

@@ -11,6 +11,7 @@ from pipeline.errors import DataError, ParamsError
 from pipeline.params import ArxivParams
 from pipeline.sources import arxiv
 from tests.httpserver import HTTPTestServer
+from tests.support import section
 
 PATH = "/api/query"
 DEFAULT_QUERY = "((cat:cs.LG OR cat:cs.NE OR cat:math.OC) AND (all:neural OR all:network OR all:deep))"
@@ -38,7 +39,7 @@ def server():
 def _params(srv: HTTPTestServer, tmp_path: Path, **kw) -> ArxivParams:
     kw.setdefault("page_size", 10)
     kw.setdefault("max_results", 100)
-    return ArxivParams(url=srv.url(PATH), cache_dir=str(tmp_path / "cache"), delay=0, **kw)
+    return section("corpus.arxiv", url=srv.url(PATH), cache_dir=str(tmp_path / "cache"), delay=0, **kw)
 
 
 def _serve_pages(srv: HTTPTestServer, atom: Path) -> None:

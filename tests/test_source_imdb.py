@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.params import ImdbParams
 from pipeline.sources import imdb
 from tests.httpserver import HTTPTestServer
+from tests.support import section
 
 # Counted once from the file names with the shell (independently of pipeline/):
 #   ls train/pos | sed 's/.*_\([0-9]*\)\.txt/\1/' | sort -n | uniq -c
@@ -43,7 +43,7 @@ def archive(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _read(url: str | Path, tmp_path: Path, **kw) -> pa.Table:
     kw.setdefault("sha256", None)
-    params = ImdbParams(url=str(url), cache_dir=str(tmp_path / "cache"), **kw)
+    params = section("corpus.imdb", url=str(url), cache_dir=str(tmp_path / "cache"), **kw)
     return pa.concat_tables(imdb.read(params))
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import sha256_file
-from pipeline.params import WordTokenizeParams, validate
+from pipeline.params import validate
 from pipeline.shards import ShardWriter
 from pipeline.tokenize import (
     CJK,
@@ -35,9 +35,9 @@ from pipeline.tokenize import (
 )
 from pipeline.vocab import TOKENS_REQUIRED
 from tests.support import load_params as raw_params
-from tests.support import merge
+from tests.support import merge, section
 
-WORD_PATTERN = WordTokenizeParams().pattern  # the default word pattern
+WORD_PATTERN = section("imdb_data.tokenize").pattern  # Abrahams et al.'s rule
 
 
 def reference(pattern: str, lines: list[str], lowercase: bool = True) -> list[list[str]]:
