@@ -5,7 +5,7 @@
 ``jobs.json`` is a list of jobs, run in order in the same process group::
 
     {"data": "<folder with data/windows/word, data/vocab/word.json>", "checkpoints": "<folder>",
-     "train": {TrainParams fields}, "grads": "<file>" | null, "grads_step": 0, "fit": true}
+     "train": {train.word keys to change}, "grads": "<file>" | null, "grads_step": 0, "fit": true}
 
 ``grads``: before training, rank 0 saves the gradients of batch ``grads_step`` (after DDP's
 all-reduce: every rank holds the same) as ``{name: tensor}``. ``fit``: then train to the end.
@@ -23,18 +23,18 @@ from typing import Any
 
 import torch
 
+from bench.harness import section
 from models import distributed
 from models.device import set_threads
 from models.lm import lm_trainer
 from pipeline import paths
-from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One job; returns rank 0's timings (steps, seconds) for the bench."""
     data = Path(job["data"])
-    params = TrainParams(**job["train"])
+    params = section("train.word", **job["train"])
     run = {"fingerprint": job.get("fingerprint", "ddp-test"), "tokenizer": None, "vocab_path": "vocab.json"}
     trainer = lm_trainer(
         params,

@@ -405,22 +405,7 @@ def check_throughput(run: Run, level: str) -> Result:
     ref.model.to(run.device)  # the reference builds on the CPU: its model, data and state move over
     ref.data = ref.data.to(run.device)
     ref.hidden = tuple(h.to(run.device) for h in ref.hidden)
-    p = TrainParams(
-        cell="lstm",
-        emb_dim=tt.EMB,
-        hidden=tt.HID,
-        layers=tt.LAYERS,
-        dropout=tt.DROPOUT,
-        mode="stream",
-        batch_size=tt.BATCH,
-        bptt=tt.BPTT,
-        optimizer="sgd",
-        lr=tt.LR,
-        clip="norm",
-        clip_value=tt.CLIP,
-        epochs=1,
-        device=run.device.type,
-    )
+    p = tt.examples_params(device=run.device.type)
     ours = trainer(run, level, p, f"speed-{level}")
     ours.model.train()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import copy
+import functools
 import glob
 import os
 import pwd
@@ -113,6 +114,27 @@ def run(
 
 def load_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _repo_params() -> Any:
+    from pipeline.params import read_params
+
+    return read_params(ROOT / "params.yaml")
+
+
+def section(key: str, **update: Any) -> Any:
+    """The repository's params.yaml section at dotted ``key`` (its own model type, e.g. TrainParams
+    for "train.word"), with ``update``'s keys changed and validated as params.yaml would be::
+
+        p = section("train.word", hidden=16, epochs=1, device="cpu")
+
+    A bad value or an unknown key raises pydantic's ValidationError. The file is read once.
+    """
+    from pipeline.params import lookup
+
+    base = lookup(_repo_params(), key)
+    return type(base).model_validate({**base.model_dump(), **update})
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from models.sampling import LanguageModel, draw, next_token_probs
 from pipeline.params import SPECIALS
 from pipeline.vocab import EOS, Vocab
 
+PLAIN = {"dropout": 0.0, "tie_weights": False, "output": "full", "cutoffs": ()}  # untied, full softmax
 CONFIGS = {
-    "word default (1x128 LSTM, V=49)": ModelConfig(49, "lstm", emb_dim=32, hidden=128, layers=1),
-    "examples (2x200 LSTM, V=10000)": ModelConfig(10_000, "lstm", emb_dim=200, hidden=200, layers=2),
+    "word default (1x128 LSTM, V=49)": ModelConfig(49, "lstm", 32, 128, 1, **PLAIN),
+    "examples (2x200 LSTM, V=10000)": ModelConfig(10_000, "lstm", 200, 200, 2, **PLAIN),
 }
 
 
@@ -41,7 +42,8 @@ def language_model(cfg: ModelConfig) -> LanguageModel:
         model.decoder.bias[EOS] = -1e9  # never end early: both paths generate every token
     tokens = (*SPECIALS, *(f"w{i}" for i in range(cfg.vocab_size - len(SPECIALS))))
     vocab = Vocab("word", tokens, (0,) * len(tokens))
-    return LanguageModel(model, vocab, {"level": "word", "pattern": r"w\d+", "lowercase": False}, torch.device("cpu"))
+    tokenizer = {"level": "word", "pattern": r"w\d+", "lowercase": False}
+    return LanguageModel(model, vocab, tokenizer, torch.device("cpu"), logits_mb=None)  # generation only: no scoring
 
 
 @torch.inference_mode()

@@ -128,7 +128,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        model = SkipGram(SkipgramConfig(args.vocab, 200))
+        model = SkipGram(SkipgramConfig(args.vocab, 200, "negative_sampling"))
         opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
         plan = PassPlan.build(ids, keep, args.max_context, np.random.default_rng(0))
         noise = torch.randint(3, args.vocab, (args.train_steps + 5, 100))

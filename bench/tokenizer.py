@@ -54,14 +54,15 @@ PATTERN = r"[A-Za-z]+|[!?.:,()]"  # Abrahams et al. 2016, ch. 6
 def build_corpus(shared: Path, mb: float, work: Path) -> tuple[Path, Path, int]:
     """Write the text file and the matching document table; return (text, docs, bytes)."""
     from pipeline.corpus import write_documents
-    from pipeline.params import TextParams
+    from pipeline.params import TextParams, read_params
     from pipeline.sources import text as text_source
 
     src = b"".join((shared / f).read_bytes() for f in ("wikitext-2/valid.txt", "wikitext-2/test.txt"))
     reps = max(1, round(mb * 1e6 / len(src)))
     text_file = work / "corpus.txt"
     text_file.write_bytes(src * reps)
-    cfg = TextParams(train=str(text_file), valid=str(text_file), test=str(text_file), holdout=0.0)
+    changes = {"train": str(text_file), "valid": str(text_file), "test": str(text_file), "holdout": 0.0}
+    cfg = TextParams.model_validate({**read_params(ROOT / "params.yaml").corpus.text.model_dump(), **changes})
     # One copy as train is enough for the stage timing; valid/test point at the same file.
     batches = (b for b in text_source.read(cfg) if b["split"][0].as_py() == "train")
     docs = work / "docs"

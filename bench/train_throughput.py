@@ -49,7 +49,7 @@ from torch import nn
 from models.device import set_threads
 from models.lm import lm_trainer
 from models.trainer import Trainer
-from pipeline.params import LOGITS_MB, TrainParams
+from pipeline.params import TrainParams, read_params
 from pipeline.vocab import Vocab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,10 +151,13 @@ class Reference:
 
 
 def examples_params(**over: Any) -> TrainParams:
-    """pytorch/examples' word_language_model configuration as train params."""
+    """pytorch/examples' word_language_model configuration as train params: params.yaml's train.word
+    with that shape and loop, and checkpoints at the end of each epoch only, as examples saves."""
     shape = {"cell": "lstm", "emb_dim": EMB, "hidden": HID, "layers": LAYERS, "dropout": DROPOUT}
     loop = {"optimizer": "sgd", "lr": LR, "clip": "norm", "clip_value": CLIP, "epochs": 1, "device": "cpu"}
-    return TrainParams(**{**shape, **loop, "mode": "stream", "batch_size": BATCH, "bptt": BPTT, **over})
+    base = read_params(ROOT / "params.yaml").train.word.model_dump()
+    run = {"mode": "stream", "batch_size": BATCH, "bptt": BPTT, "checkpoint_every": None}
+    return TrainParams.model_validate({**base, **shape, **loop, **run, **over})
 
 
 def trainer_on(ids: np.ndarray, vocab_tokens: list[str], root: Path) -> Trainer:
@@ -322,7 +325,8 @@ def main() -> None:
     ap.add_argument("--train-tokens", type=int, default=74_000, help="--rss (default: %(default)s)")
     ap.add_argument("--valid-tokens", type=int, default=20_000, help="--rss (default: %(default)s)")
     ap.add_argument("--test-tokens", type=int, default=100_000, help="--rss (default: %(default)s)")
-    ap.add_argument("--logits-mb", type=float, default=LOGITS_MB, help="--rss: rnnlab's budget (default: %(default)s)")
+    budget = read_params(ROOT / "params.yaml").train.word.logits_mb
+    ap.add_argument("--logits-mb", type=float, default=budget, help="--rss: rnnlab's budget (default: %(default)s)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -78,12 +78,13 @@ def evaluate_split(
     level: Level,
     split: str,
     batch_size: int,
+    logits_mb: float,
     oracle: dict[str, Any] | None,
 ) -> dict[str, Any]:
     meta = read_json(paths.windows(level) / "meta.json")
     device = next(model.parameters()).device
     windows, progress = paths.windows(level), f"evaluate {level} {split}"
-    scores = score_split(model, train["mode"], windows, meta, split, batch_size, device, progress=progress)
+    scores = score_split(model, train["mode"], windows, meta, split, batch_size, device, logits_mb, progress=progress)
     m = split_metrics(scores, level, oracle)
     get_run_logger().info(f"{level} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
     return m
@@ -121,7 +122,9 @@ def evaluate(level: Level, params: EvaluateParams, ngram: dict[str, Any] | None 
     model, train, epoch = load_model(level)
     result = {}
     for split in params.splits:
-        result[split] = evaluate_split(model, train, level, split, params.batch_size, oracle.get(split))
+        result[split] = evaluate_split(
+            model, train, level, split, params.batch_size, params.logits_mb, oracle.get(split)
+        )
         result[split]["epoch"] = epoch  # the validation epoch whose weights were scored
         if split in ngram:  # the baseline scored the same targets (flows/ngram.py)
             result[split] |= {"ngram_perplexity": ngram[split]["perplexity"], "ngram_loss": ngram[split]["loss"]}

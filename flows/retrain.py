@@ -145,7 +145,9 @@ def _checkpoints_md5(root: Path, level: str) -> str | None:
 
 
 @task(name="score-promoted", cache_policy=NO_CACHE, task_run_name="score-promoted-{level}")
-def score_promoted(root: Path, level: Level, record: dict[str, Any], split: str, batch_size: int) -> float | None:
+def score_promoted(
+    root: Path, level: Level, record: dict[str, Any], split: str, batch_size: int, logits_mb: float
+) -> float | None:
     """The promoted checkpoint's perplexity on the current ``split``; None when its vocabulary differs."""
     import torch
 
@@ -158,7 +160,14 @@ def score_promoted(root: Path, level: Level, record: dict[str, Any], split: str,
     folder = root / record["model"]
     model, _, saved = ckpt.load_model(folder, torch.device("cpu"), folder / registry.VOCAB)
     scores = score_split(
-        model, saved["train"]["mode"], root / paths.windows(level), meta, split, batch_size, torch.device("cpu")
+        model,
+        saved["train"]["mode"],
+        root / paths.windows(level),
+        meta,
+        split,
+        batch_size,
+        torch.device("cpu"),
+        logits_mb,
     )
     ppl = split_metrics(scores, level)["perplexity"]
     get_run_logger().info(f"promoted {level} model re-scored on the current {split} split: perplexity {ppl:.4f}")
@@ -184,7 +193,7 @@ def compare(root: Path, level: Level, p: Params, overrides: dict[str, Override],
     elif promoted.get("heldout") == heldout:  # same arrays, vocabulary and evaluation: its number stands
         incumbent = float(promoted["metrics"][split]["perplexity"])
     else:
-        incumbent = score_promoted(root, level, promoted, split, p.evaluate.batch_size)
+        incumbent = score_promoted(root, level, promoted, split, p.evaluate.batch_size, p.evaluate.logits_mb)
     decision = registry.decide(candidate, sha, promoted, incumbent, split, p.retrain.margin, force)
     record: dict[str, Any] = {
         "checkpoint_sha256": sha,

@@ -64,7 +64,7 @@ def fingerprint_params(params: TrainParams) -> TrainParams:
     """``params`` as the fingerprint sees them: without ``distributed``, which changes only the float
     summation order (as the thread count does), so that a checkpoint resumes, and a cached result is
     reused, with any number of processes."""
-    return params.model_copy(update={"distributed": DistributedParams()})
+    return params.model_copy(update={"distributed": DistributedParams(nproc=1)})
 
 
 @task(name="load-data", cache_policy=NO_CACHE)

@@ -56,12 +56,12 @@ class ClassifierConfig(SavedConfig):
 
     vocab_size: int
     classes: int
-    cell: str = "gru"
-    emb_dim: int = 300
-    hidden: int = 300
-    layers: int = 1
-    dropout: float = 0.0
-    readout: str = "last"
+    cell: str
+    emb_dim: int
+    hidden: int
+    layers: int
+    dropout: float
+    readout: str
 
 
 def readout(out: Tensor, lengths: Tensor, how: str) -> Tensor:

@@ -62,23 +62,20 @@ def default_cutoffs(vocab_size: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ModelConfig(SavedConfig):
-    """Everything that fixes an ``RNNLanguageModel``'s parameters.
-
-    Defaults are those of pytorch/examples' word_language_model, which the
-    throughput bench reproduces; params.yaml overrides them per level.
-    """
+    """Everything that fixes an ``RNNLanguageModel``'s parameters; ``from_params`` builds it from
+    ``train.<level>``, whose values params.yaml gives."""
 
     vocab_size: int  # from the vocabulary file: ids 0..vocab_size-1, <pad>=0, <unk>=1, <eos>=2
-    cell: str = "lstm"  # a key of models.rnn.CELLS
-    emb_dim: int = 200  # embedding width; must equal `hidden` when tie_weights
-    hidden: int = 200  # state width of every layer
-    layers: int = 2
-    dropout: float = 0.0  # on the embeddings, between layers and before the decoder
-    tie_weights: bool = False  # decoder.weight is embedding.weight (Press & Wolf 2017)
+    cell: str  # a key of models.rnn.CELLS
+    emb_dim: int  # embedding width; must equal `hidden` when tie_weights
+    hidden: int  # state width of every layer
+    layers: int
+    dropout: float  # on the embeddings, between layers and before the decoder
+    tie_weights: bool  # decoder.weight is embedding.weight (Press & Wolf 2017)
     # "full" softmax, or "adaptive" (nn.AdaptiveLogSoftmaxWithLoss) with the ids where its head's
-    # shortlist and each tail cluster end. Checkpoints written before these keys load as full.
-    output: str = "full"
-    cutoffs: tuple[int, ...] = ()
+    # shortlist and each tail cluster end (empty for full).
+    output: str
+    cutoffs: tuple[int, ...]
 
     @classmethod
     def from_params(cls, p: TrainParams, vocab_size: int) -> ModelConfig:
@@ -90,6 +87,6 @@ class ModelConfig(SavedConfig):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        if "cutoffs" in d:  # a list once saved
-            d = {**d, "cutoffs": tuple(d["cutoffs"])}
-        return super().from_dict(d)
+        # Checkpoints written before output and cutoffs existed had a full softmax: they load as one.
+        d = {"output": "full", "cutoffs": (), **d}
+        return super().from_dict({**d, "cutoffs": tuple(d["cutoffs"])})  # a list once saved

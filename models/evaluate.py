@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from models.data import IGNORE, Batch, eval_batch_count, eval_batches, eval_window
 from models.device import autocast
 from models.rnn import RNNLanguageModel, detach
-from pipeline.params import LOGITS_MB
 from pipeline.progress import Progress
 
 logger = logging.getLogger(f"rnnlab.{__name__}")
@@ -71,7 +70,7 @@ def score(
     model: RNNLanguageModel,
     batches: Iterable[Batch],
     device: torch.device,
-    logits_mb: float | None = LOGITS_MB,
+    logits_mb: float | None,
     progress: Progress | None = None,
 ) -> Scores:
     """Sum loss and top-1 hits over batches; the state carries between batches unless one is ``fresh``.
@@ -104,7 +103,7 @@ def score_split(
     split: str,
     batch_size: int,
     device: torch.device,
-    logits_mb: float | None = LOGITS_MB,
+    logits_mb: float | None,
     *,
     progress: str | None = None,
     leave: bool = True,

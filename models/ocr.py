@@ -44,11 +44,11 @@ FORMAT = "rnnlab-ocr/1"  # this task's checkpoints: models.checkpoint.load(..., 
 @dataclass(frozen=True)
 class LabellerConfig(SavedConfig):
     classes: int
-    input_dim: int = PIXELS
-    hidden: int = 300
-    layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.0
+    input_dim: int  # features per frame: PIXELS (16 x 8) for the OCR letters
+    hidden: int
+    layers: int
+    bidirectional: bool
+    dropout: float
 
 
 class SequenceLabeller(nn.Module):

@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import torch
@@ -36,7 +36,6 @@ from torch import Tensor
 from models import checkpoint as ckpt
 from models.device import autocast, resolve_device
 from models.rnn import RNNLanguageModel, State
-from pipeline.params import LOGITS_MB
 from pipeline.tokenize import WordTokenizer, char_tokens
 from pipeline.vocab import EOS, PAD, UNK, Vocab
 
@@ -81,7 +80,7 @@ class LanguageModel:
         vocab: Vocab,
         tokenizer: dict[str, Any],
         device: torch.device,
-        logits_mb: float | None = LOGITS_MB,
+        logits_mb: float | None,
     ):
         self.model, self.vocab, self.tokenizer, self.device = model.eval(), vocab, tokenizer, device
         self.logits_mb = logits_mb  # the largest logits slice ``score`` holds (MiB)
@@ -94,11 +93,18 @@ class LanguageModel:
         path: str | Path,
         vocab: str | Path | None = None,
         device: str = "auto",
-        logits_mb: float | None = LOGITS_MB,
+        logits_mb: float | Literal["trained"] | None = "trained",
     ) -> LanguageModel:
-        """From a checkpoint file or folder; ``vocab`` overrides the vocabulary path it recorded."""
+        """From a checkpoint file or folder; ``vocab`` overrides the vocabulary path it recorded.
+
+        ``logits_mb``: the largest logits slice ``score`` holds (MiB; None: one slice). "trained": the
+        budget the model was trained with, its checkpoint's ``train.logits_mb``.
+        """
         dev = resolve_device(device, "--device")
         model, v, c = ckpt.load_model(path, dev, vocab)
+        if logits_mb == "trained":
+            # A checkpoint written before the key existed held a whole batch's logits: one slice, as then.
+            logits_mb = c["train"].get("logits_mb")
         return cls(model, v, c["tokenizer"], dev, logits_mb)
 
     # --- text <-> ids -------------------------------------------------------------------

@@ -53,7 +53,7 @@ VALID_STREAM = 1 << 30  # rng key of the held-out plan: never a training pass nu
 class SkipgramConfig(SavedConfig):
     vocab_size: int  # rows: the top ``vocab_size`` ids of the vocabulary
     emb_dim: int
-    loss: str = "negative_sampling"  # or "nce"
+    loss: str  # "negative_sampling" or "nce"
 
 
 class SkipGram(nn.Module):

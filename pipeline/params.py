@@ -12,13 +12,13 @@ fast, with every problem listed and each one named by its key::
       windows.word.length: must be ≥ 2, got 1
       corpus.source: must be one of 'grammar', 'text', got 'wiki'
 
-Where a default follows a published source, a comment cites it in short. Those
-sources:
+Where a value or a rule follows a published source, a comment here or in
+params.yaml cites it in short. Those sources:
 
 - Abrahams, Hafner, Erwitt & Scarpinelli, *TensorFlow for Machine Intelligence*
   (Bleeding Edge Press, 2016), chapter 6: the Wikipedia, arXiv, IMDB and OCR
   corpora, the word tokenizer's pattern, the window stride, per-value clipping,
-  the sampling temperature, and the skip-gram, sentiment and OCR defaults.
+  the sampling temperature, and the skip-gram, sentiment and OCR settings.
 - The nonsense-language LSTM tutorial notebook of the ``theano_lstm`` package:
   the default grammar and the greedy decode up to ".".
 """
@@ -33,7 +33,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline import paths
 from pipeline.errors import ParamsError, shown
 from pipeline.paths import PARAMS_FILE
 
@@ -55,7 +54,8 @@ SPECIALS = ("<pad>", "<unk>", "<eos>")
 
 
 class Section(BaseModel):
-    """Base of every params section: unknown keys are errors, values are frozen."""
+    """Base of every params section: unknown keys are errors, values are frozen, and no field has a
+    default: params.yaml gives every value (tests load it and change what they need)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,25 +66,23 @@ class Section(BaseModel):
 class GrammarParams(Section):
     """The ``theano_lstm`` tutorial's nonsense grammar; the default corpus, with a known entropy."""
 
-    seed: int = 0
-    # ~11 words per document, so 20k documents is ~230k training tokens: enough for
-    # a small LSTM to get close to the oracle within the CPU time budget.
-    train_docs: int = Field(20_000, ge=1)
-    valid_docs: int = Field(2_000, ge=1)
-    test_docs: int = Field(2_000, ge=1)
+    seed: int
+    train_docs: int = Field(ge=1)
+    valid_docs: int = Field(ge=1)
+    test_docs: int = Field(ge=1)
 
 
 class TextParams(Section):
     """Local plain-text files: one document per line, or one per file."""
 
-    train: str = "data/raw/train.txt"  # a file, or a directory of files matching `glob`
-    valid: str | None = None  # if absent, `holdout` of train's documents become valid
-    test: str | None = None  # likewise for test
-    unit: Literal["line", "file"] = "line"
-    glob: str = "*.txt"
-    errors: Literal["strict", "replace"] = "strict"  # strict: invalid UTF-8 is an error
-    holdout: float = Field(0.05, ge=0.0, lt=0.5)  # per missing held-out split
-    seed: int = 0  # decides which train documents are held out
+    train: str  # a file, or a directory of files matching `glob`
+    valid: str | None  # if absent, `holdout` of train's documents become valid
+    test: str | None  # likewise for test
+    unit: Literal["line", "file"]
+    glob: str
+    errors: Literal["strict", "replace"]  # strict: invalid UTF-8 is an error
+    holdout: float = Field(ge=0.0, lt=0.5)  # per missing held-out split
+    seed: int  # decides which train documents are held out
 
 
 def sha256_hex(v: str | None) -> str | None:
@@ -98,11 +96,11 @@ class DownloadParams(Section):
     """Where a source's file comes from: fetched once by pipeline.download into ``cache_dir``."""
 
     url: str  # http(s):// URL, file:// URL or local path (local files are read in place)
-    sha256: str | None = None  # verify the file when given
-    size: int | None = Field(None, ge=0)  # bytes; verify when given
-    cache_dir: str = str(paths.DOWNLOADS)  # not a DVC output: downloads survive reruns
-    retries: int = Field(5, ge=0)  # attempts without progress, with exponential backoff
-    timeout: float = Field(30.0, gt=0)  # seconds to connect and per read
+    sha256: str | None  # verify the file when given
+    size: int | None = Field(ge=0)  # bytes; verify when given
+    cache_dir: str  # not a DVC output: downloads survive reruns
+    retries: int = Field(ge=0)  # attempts without progress, with exponential backoff
+    timeout: float = Field(gt=0)  # seconds to connect and per read
 
     @field_validator("sha256")
     @classmethod
@@ -113,60 +111,60 @@ class DownloadParams(Section):
 class WikipediaParams(DownloadParams):
     """A MediaWiki XML dump (pages-articles), stripped to plain prose (Abrahams et al. 2016, ch. 6)."""
 
-    url: str = "https://dumps.wikimedia.org/simplewiki/latest/simplewiki-latest-pages-articles.xml.bz2"
-    index_url: str | None = None  # multistream index (…-multistream-index.txt.bz2): read stream by stream
-    namespaces: tuple[int, ...] = (0,)  # 0: articles
-    min_chars: int = Field(1, ge=1)  # drop pages whose stripped text is shorter
-    max_articles: int | None = Field(None, ge=1)  # stop after this many (null: the whole dump)
-    holdout: float = Field(0.01, ge=0.0, lt=0.5)  # fraction each for valid and test
-    seed: int = 0  # decides which pages are held out (hash of seed and page id)
+    url: str
+    index_url: str | None  # multistream index (…-multistream-index.txt.bz2): read stream by stream
+    namespaces: tuple[int, ...]  # 0: articles
+    min_chars: int = Field(ge=1)  # drop pages whose stripped text is shorter
+    max_articles: int | None = Field(ge=1)  # stop after this many (null: the whole dump)
+    holdout: float = Field(ge=0.0, lt=0.5)  # fraction each for valid and test
+    seed: int  # decides which pages are held out (hash of seed and page id)
 
 
 class ArxivParams(Section):
     """Abstracts from the arXiv API (Abrahams et al. 2016, ch. 6): categories AND keywords, paged and cached."""
 
-    url: str = "https://export.arxiv.org/api/query"
-    categories: tuple[str, ...] = ("cs.LG", "cs.NE", "math.OC")  # any of these ...
-    keywords: tuple[str, ...] = ("neural", "network", "deep")  # ... and any of these (all: fields)
-    page_size: int = Field(100, ge=1, le=2000)
-    max_results: int = Field(5000, ge=1)  # stop after this many papers
-    sort_by: Literal["submittedDate", "lastUpdatedDate", "relevance"] = "submittedDate"
-    sort_order: Literal["ascending", "descending"] = "ascending"  # oldest first: cached pages stay valid
-    delay: float = Field(3.0, ge=0.0)  # seconds between requests, as arXiv's terms ask
-    page_retries: int = Field(3, ge=0)  # refetch an empty or short page this many times
-    text: Literal["abstract", "title_abstract"] = "abstract"  # what the LM reads
-    cache_dir: str = str(paths.DOWNLOADS)  # every page is kept here: a rerun never refetches
-    retries: int = Field(5, ge=0)
-    timeout: float = Field(30.0, gt=0)
-    holdout: float = Field(0.05, ge=0.0, lt=0.5)  # fraction each for valid and test
-    seed: int = 0
+    url: str
+    categories: tuple[str, ...]  # any of these ...
+    keywords: tuple[str, ...]  # ... and any of these (all: fields)
+    page_size: int = Field(ge=1, le=2000)
+    max_results: int = Field(ge=1)  # stop after this many papers
+    sort_by: Literal["submittedDate", "lastUpdatedDate", "relevance"]
+    sort_order: Literal["ascending", "descending"]  # oldest first: cached pages stay valid
+    delay: float = Field(ge=0.0)  # seconds between requests, as arXiv's terms ask
+    page_retries: int = Field(ge=0)  # refetch an empty or short page this many times
+    text: Literal["abstract", "title_abstract"]  # what the LM reads
+    cache_dir: str  # every page is kept here: a rerun never refetches
+    retries: int = Field(ge=0)
+    timeout: float = Field(gt=0)
+    holdout: float = Field(ge=0.0, lt=0.5)  # fraction each for valid and test
+    seed: int
 
 
 class ImdbParams(DownloadParams):
     """The Large Movie Review Dataset (Maas et al. 2011): a tar.gz, or an extracted aclImdb/ folder."""
 
-    url: str = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-    sha256: str | None = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
-    unsup: bool = False  # also the 50k unlabelled reviews (split "unsup")
+    url: str
+    sha256: str | None
+    unsup: bool  # also the 50k unlabelled reviews (split "unsup")
     # One review file at most (MB = 10**6 bytes); a real review is under 15 KB. A larger member is an
     # error naming it, before it is read: memory stays bounded whatever the archive holds.
-    max_review_mb: float = Field(64.0, gt=0)
-    holdout: float = Field(0.1, ge=0.0, lt=0.5)  # of train, moved to valid (IMDB has no valid split)
-    seed: int = 0
+    max_review_mb: float = Field(gt=0)
+    holdout: float = Field(ge=0.0, lt=0.5)  # of train, moved to valid (IMDB has no valid split)
+    seed: int
 
 
 class OcrParams(DownloadParams):
     """Taskar's OCR letters (letter.data): handwritten words as image sequences."""
 
-    url: str = "https://ai.stanford.edu/~btaskar/ocr/letter.data.gz"
-    valid_folds: tuple[int, ...] = (8,)  # folds 0-9; the rest is train
-    test_folds: tuple[int, ...] = (9,)
-    max_length: int | None = Field(None, ge=1)  # pad words to this many letters (null: the longest word)
+    url: str
+    valid_folds: tuple[int, ...]  # folds 0-9; the rest is train
+    test_folds: tuple[int, ...]
+    max_length: int | None = Field(ge=1)  # pad words to this many letters (null: the longest word)
     # With max_length null, a word longer than this is an error naming it and this key. Padding to the
     # longest word makes the table words x longest x 128 bytes: one hostile 10,000-letter word would
     # need gigabytes. Taskar's longest word has 14 letters.
-    length_cap: int = Field(64, ge=1)
-    max_line_mb: float = Field(1.0, gt=0)  # one line of the file at most (MB = 10**6 bytes); a real one is ~270 bytes
+    length_cap: int = Field(ge=1)
+    max_line_mb: float = Field(gt=0)  # one line of the file at most (MB = 10**6 bytes); a real one is ~270 bytes
 
     @field_validator("valid_folds", "test_folds")
     @classmethod
@@ -191,12 +189,12 @@ class CorpusParams(Section):
 
 
 class WordTokenizeParams(Section):
-    # The rule of Abrahams et al. (2016, ch. 6). A pattern of the shape `[class]+|[class]` with ASCII classes
-    # takes the vectorized fast path; any other regex falls back to Python's `re`. A preset name
-    # (pipeline/tokenize.py PRESETS: ascii, unicode) stands for its rule.
-    pattern: str = r"[A-Za-z]+|[!?.:,()]"
-    lowercase: bool = True
-    shard_rows: int = Field(50_000, ge=1)  # documents per Parquet shard
+    # A pattern of the shape `[class]+|[class]` with ASCII classes takes the vectorized fast path; any
+    # other regex falls back to Python's `re`. A preset name (pipeline/tokenize.py PRESETS: ascii,
+    # unicode) stands for its rule.
+    pattern: str
+    lowercase: bool
+    shard_rows: int = Field(ge=1)  # documents per Parquet shard
 
     @field_validator("pattern")
     @classmethod
@@ -221,8 +219,8 @@ class WordTokenizeParams(Section):
 
 
 class CharTokenizeParams(Section):
-    lowercase: bool = False
-    shard_rows: int = Field(20_000, ge=1)
+    lowercase: bool
+    shard_rows: int = Field(ge=1)
 
 
 class TokenizeParams(Section):
@@ -234,8 +232,8 @@ class TokenizeParams(Section):
 
 
 class VocabLevelParams(Section):
-    max_size: int = 10_000  # including the specials
-    min_count: int = Field(1, ge=1)
+    max_size: int  # including the specials
+    min_count: int = Field(ge=1)
 
     @field_validator("max_size")
     @classmethod
@@ -258,12 +256,12 @@ Mode = Literal["stream", "window", "padded"]
 
 
 class WindowsParams(Section):
-    modes: tuple[Mode, ...] = ("stream", "window", "padded")
-    length: int = Field(35, ge=2)  # window mode: tokens per window (inputs; targets shift by one)
-    stride: int | None = Field(None, ge=1)  # window mode: default length // 2 (Abrahams et al. 2016, ch. 6)
-    max_length: int = Field(64, ge=2)  # padded mode: longer sequences are truncated
-    unit: Literal["document", "sentence"] = "document"  # padded mode: one row per ...
-    sentence_end: tuple[str, ...] = (".", "!", "?")  # tokens that end a sentence
+    modes: tuple[Mode, ...]
+    length: int = Field(ge=2)  # window mode: tokens per window (inputs; targets shift by one)
+    stride: int | None = Field(ge=1)  # window mode; null: length // 2 (Abrahams et al. 2016, ch. 6)
+    max_length: int = Field(ge=2)  # padded mode: longer sequences are truncated
+    unit: Literal["document", "sentence"]  # padded mode: one row per ...
+    sentence_end: tuple[str, ...]  # tokens that end a sentence
 
     @field_validator("modes")
     @classmethod
@@ -294,14 +292,14 @@ class PreprocessParams(Section):
     are cut into files), so they are not params of any DVC stage.
     """
 
-    scheduler: str | None = None  # a running Dask scheduler (tcp://host:8786); null: a LocalCluster here
-    workers: int = Field(2, ge=1)  # LocalCluster worker processes, one thread each
+    scheduler: str | None  # a running Dask scheduler (tcp://host:8786); null: a LocalCluster here
+    workers: int = Field(ge=1)  # LocalCluster worker processes, one thread each
     # Multistream dumps: consecutive bz2 streams (~100 pages each) are grouped into pieces of
     # about this many compressed MB, one task each: ~600 tasks for a 20 GB dump.
-    range_mb: float = Field(32.0, gt=0)
-    retries: int = Field(2, ge=0)  # Prefect retries of a failed task (Dask reruns one whose worker died)
+    range_mb: float = Field(gt=0)
+    retries: int = Field(ge=0)  # Prefect retries of a failed task (Dask reruns one whose worker died)
     # per-piece shards and manifests: a rerun reuses finished pieces
-    work_dir: str = str(paths.DOWNLOADS / "preprocess")
+    work_dir: str
 
 
 # --- train / evaluate / sample: the language models (models/, flows/) ---------------------
@@ -314,60 +312,56 @@ class DistributedParams(Section):
     # --nproc_per_node N` (one process per GPU; gloo on CPU). The global batch stays
     # batch_size rows, split over the N processes, so results match 1 process up to float
     # rounding; the training fingerprint leaves nproc out, and checkpoints resume with any N.
-    nproc: int = Field(1, ge=1)
-
-
-# MiB: the largest logits tensor (rows x vocabulary, fp32) that training, evaluation and scoring hold
-# at once. They compute the output layer over slices of rows (time steps x sequences) below it, so
-# memory no longer grows with the vocabulary; results are the same up to float summation order.
-# params.yaml repeats it (train.<level>.logits_mb, evaluate.logits_mb); tests/test_params.py keeps them equal.
-LOGITS_MB = 64.0
+    nproc: int = Field(ge=1)
 
 
 class LoopParams(Section):
     """The training loop every model shares (models.trainer.Trainer): optimizer, clipping,
     LR schedule, epochs, checkpoints, seed and device. Task sections extend it."""
 
-    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "adam"
-    lr: float = Field(0.002, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd and rmsprop
-    weight_decay: float = Field(0.0, ge=0.0)
-    clip: Literal["norm", "value", "none"] = "norm"  # global grad norm | per value (Abrahams et al. 2016, ch. 6)
-    clip_value: float = Field(1.0, gt=0.0)
-    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)  # lr *= factor when valid loss stops falling
-    plateau_patience: int = Field(0, ge=0)  # epochs without improvement before that
-    epochs: int = Field(10, ge=1)
-    epoch_size: int | None = Field(None, ge=1)  # optimizer steps per epoch; null: one pass over train
-    checkpoint_every: int | None = Field(None, ge=1)  # steps; null: at the end of each epoch only
+    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"]
+    lr: float = Field(gt=0.0)
+    momentum: float = Field(ge=0.0, lt=1.0)  # sgd and rmsprop
+    weight_decay: float = Field(ge=0.0)
+    clip: Literal["norm", "value", "none"]  # global grad norm | per value (Abrahams et al. 2016, ch. 6)
+    clip_value: float = Field(gt=0.0)
+    plateau_factor: float = Field(gt=0.0, lt=1.0)  # lr *= factor when valid loss stops falling
+    plateau_patience: int = Field(ge=0)  # epochs without improvement before that
+    epochs: int = Field(ge=1)
+    epoch_size: int | None = Field(ge=1)  # optimizer steps per epoch; null: one pass over train
+    checkpoint_every: int | None = Field(ge=1)  # steps; null: at the end of each epoch only
     # Stop once validation has not improved for this many epochs (validations); null: train every epoch.
     # The weights of the best validation epoch are kept either way (checkpoints/best.pt).
-    early_stop: int | None = Field(None, ge=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (bf16 autocast there)
+    early_stop: int | None = Field(ge=1)
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when present (bf16 autocast there)
 
 
 class TrainParams(LoopParams):
     """One level's recurrent language model and its training loop. Flat, so that
-    ``dvc exp run -S train.word.lr=0.01`` works; models.config explains the defaults."""
+    ``dvc exp run -S train.word.lr=0.01`` works; models.config explains what a null emb_dim or cutoffs becomes."""
 
     # rnn_tanh | rnn_relu | lstm | gru, or a variant: lstm_peephole | lstm_cifg | lstm_ln | gru_ln
-    cell: CellName = "lstm"
-    emb_dim: int | None = Field(None, ge=1)  # null: round(vocab_size ** 0.25), the fourth root of V
-    hidden: int = Field(128, ge=1)
-    layers: int = Field(1, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between layers and on the output
-    tie_weights: bool = False  # decoder shares the embedding: needs emb_dim == hidden
+    cell: CellName
+    emb_dim: int | None = Field(ge=1)  # null: round(vocab_size ** 0.25), the fourth root of V
+    hidden: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)  # between layers and on the output
+    tie_weights: bool  # decoder shares the embedding: needs emb_dim == hidden
     # full: one softmax over the vocabulary. adaptive: torch's AdaptiveLogSoftmaxWithLoss (Grave et
     # al. 2017): a head over the `cutoffs[0]` most frequent ids plus one entry per tail cluster, for
     # large vocabularies (docs/models.md, "Large vocabularies and memory"). Ids are sorted by frequency.
-    output: Literal["full", "adaptive"] = "full"
-    cutoffs: tuple[int, ...] | None = None  # adaptive: where the head and each cluster end; null: models.config's rule
-    mode: Mode = "stream"  # which windows dataset trains: stream (TBPTT) | window | padded
-    batch_size: int = Field(32, ge=1)
-    bptt: int = Field(35, ge=1)  # stream mode: steps of truncated backprop through time
-    logits_mb: float = Field(LOGITS_MB, gt=0)  # largest logits slice held at once in training and validation
-    distributed: DistributedParams = DistributedParams()  # `-S train.word.distributed.nproc=2`
-    epochs: int = Field(3, ge=1)  # as params.yaml's train.word (LoopParams' 10 is the other tasks')
+    output: Literal["full", "adaptive"]
+    cutoffs: tuple[int, ...] | None  # adaptive: where the head and each cluster end; null: models.config's rule
+    mode: Mode  # which windows dataset trains: stream (TBPTT) | window | padded
+    batch_size: int = Field(ge=1)
+    bptt: int = Field(ge=1)  # stream mode: steps of truncated backprop through time
+    # MiB: the largest logits tensor (rows x vocabulary, fp32) that training and validation hold at once.
+    # The output layer runs over slices of rows (time steps x sequences) below it, so memory does not
+    # grow with the vocabulary; results are the same up to float summation order. `rnnlab score` uses
+    # the checkpoint's value.
+    logits_mb: float = Field(gt=0)
+    distributed: DistributedParams  # `-S train.word.distributed.nproc=2`
 
     @field_validator("cutoffs")
     @classmethod
@@ -385,21 +379,21 @@ class TrainLevels(Section):
 class EvaluateParams(Section):
     """Held-out metrics of the trained models (both levels)."""
 
-    splits: tuple[Literal["train", "valid", "test"], ...] = ("valid", "test")
-    batch_size: int = Field(64, ge=1)  # sequences evaluated side by side; every token is still scored once
-    logits_mb: float = Field(LOGITS_MB, gt=0)  # largest logits slice held at once: see LOGITS_MB
+    splits: tuple[Literal["train", "valid", "test"], ...]
+    batch_size: int = Field(ge=1)  # sequences evaluated side by side; every token is still scored once
+    logits_mb: float = Field(gt=0)  # largest logits slice held at once: see TrainParams.logits_mb
 
 
 class SampleParams(Section):
     """Generated text from one level's model: temperature sampling, and a greedy decode up to a stop token."""
 
-    prime: str = "the"  # tokenized like the training data; "" starts a fresh document
-    count: int = Field(5, ge=0)  # temperature samples
-    max_tokens: int = Field(50, ge=1)  # new tokens per sample at most (a sample also ends at <eos>)
-    temperature: float = Field(1.0, gt=0.0)  # p_i ∝ exp(log p_i / T)
-    top_k: int | None = Field(None, ge=1)  # sample among the k likeliest tokens only
-    greedy_stop: str | None = "."  # also decode greedily, stopping after this token; null: no greedy line
-    seed: int = 0
+    prime: str  # tokenized like the training data; "" starts a fresh document
+    count: int = Field(ge=0)  # temperature samples
+    max_tokens: int = Field(ge=1)  # new tokens per sample at most (a sample also ends at <eos>)
+    temperature: float = Field(gt=0.0)  # p_i ∝ exp(log p_i / T)
+    top_k: int | None = Field(ge=1)  # sample among the k likeliest tokens only
+    greedy_stop: str | None  # also decode greedily, stopping after this token; null: no greedy line
+    seed: int
 
 
 class SampleLevels(Section):
@@ -413,11 +407,11 @@ class SampleLevels(Section):
 class RetrainParams(Section):
     """When a retrained model replaces the promoted one (flows/retrain.py)."""
 
-    levels: tuple[Level, ...] = ("word", "char")  # whose models are retrained, compared and promoted
-    split: Literal["valid", "test"] = "valid"  # compared on valid: test stays untouched for reporting
+    levels: tuple[Level, ...]  # whose models are retrained, compared and promoted
+    split: Literal["valid", "test"]  # compared on valid: test stays untouched for reporting
     # Promote when held-out perplexity falls by at least this fraction (0.01: 1 %), so that
     # noise between two equally good runs never churns the promoted model.
-    margin: float = Field(0.01, ge=0.0, lt=1.0)
+    margin: float = Field(ge=0.0, lt=1.0)
 
     @field_validator("levels")
     @classmethod
@@ -484,12 +478,12 @@ def cron_problem(expr: str) -> str | None:
 class ScheduleParams(Section):
     """The retraining deployment that ``python -m ops.serve`` serves (docs/teams.md)."""
 
-    deployment: str = Field("scheduled", min_length=1)  # shown in the UI as retrain/<deployment>
-    cron: str | None = "0 3 * * *"  # when to retrain; null: every `interval` seconds instead
-    interval: float | None = Field(None, gt=0)  # seconds between runs, when cron is null
-    timezone: str = "UTC"  # IANA name: the cron's clock (3 a.m. where?)
+    deployment: str = Field(min_length=1)  # shown in the UI as retrain/<deployment>
+    cron: str | None  # when to retrain; null: every `interval` seconds instead
+    interval: float | None = Field(gt=0)  # seconds between runs, when cron is null
+    timezone: str  # IANA name: the cron's clock (3 a.m. where?)
     # `dvc exp run -S key=value` for each scheduled run; empty: plain `dvc repro`.
-    overrides: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    overrides: dict[str, str | int | float | bool]
 
     @field_validator("cron")
     @classmethod
@@ -530,8 +524,8 @@ class ScheduleParams(Section):
 class NgramParams(Section):
     """The count-based Kneser-Ney baseline (models/ngram.py), fitted on the train stream."""
 
-    n: int = Field(3, ge=1)  # order: 3 = trigram
-    modified: bool = False  # Chen & Goodman's three discounts per order instead of one
+    n: int = Field(ge=1)  # order: 3 = trigram
+    modified: bool  # Chen & Goodman's three discounts per order instead of one
 
 
 class NgramLevels(Section):
@@ -540,27 +534,19 @@ class NgramLevels(Section):
 
 
 class SkipgramParams(LoopParams):
-    """Skip-gram word embeddings on ``data/windows/word``'s streams (models/skipgram.py).
+    """Skip-gram word embeddings on ``data/windows/word``'s streams (models/skipgram.py)."""
 
-    The defaults are those of Abrahams et al. (2016, ch. 6); optimizer, lr, momentum and clip
-    override LoopParams' defaults.
-    """
-
-    vocab_size: int = Field(10_000, ge=4)  # the top ids of data/vocab/word.json; rarer words count as <unk>
-    max_context: int = Field(10, ge=1)  # each word's window size is drawn uniformly from 1..max_context
-    emb_dim: int = Field(200, ge=1)
-    negatives: int = Field(100, ge=1)  # noise words per batch, shared by its pairs (as tf.nn.nce_loss)
-    noise_power: float = Field(0.75, ge=0.0)  # noise ∝ unigram count ** noise_power
-    loss: Literal["negative_sampling", "nce"] = "negative_sampling"
-    subsample: float | None = Field(1e-3, gt=0.0)  # word2vec's t: keep a word with p = (sqrt(f/t) + 1) t/f; null: off
-    batch_size: int = Field(1000, ge=1)  # (center, context) pairs per step
-    valid_pairs: int = Field(50_000, ge=1)  # held-out pairs scored after each epoch
-    neighbors: tuple[str, ...] = ()  # words whose nearest neighbours the report lists; empty: the 10 most frequent
-    analogies: str | None = None  # a questions-words.txt file (": section", then "a b c d" lines); null: none
-    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "sgd"
-    lr: float = Field(0.5, gt=0.0)
-    momentum: float = Field(0.5, ge=0.0, lt=1.0)
-    clip: Literal["norm", "value", "none"] = "none"
+    vocab_size: int = Field(ge=4)  # the top ids of data/vocab/word.json; rarer words count as <unk>
+    max_context: int = Field(ge=1)  # each word's window size is drawn uniformly from 1..max_context
+    emb_dim: int = Field(ge=1)
+    negatives: int = Field(ge=1)  # noise words per batch, shared by its pairs (as tf.nn.nce_loss)
+    noise_power: float = Field(ge=0.0)  # noise ∝ unigram count ** noise_power
+    loss: Literal["negative_sampling", "nce"]
+    subsample: float | None = Field(gt=0.0)  # word2vec's t: keep a word with p = (sqrt(f/t) + 1) t/f; null: off
+    batch_size: int = Field(ge=1)  # (center, context) pairs per step
+    valid_pairs: int = Field(ge=1)  # held-out pairs scored after each epoch
+    neighbors: tuple[str, ...]  # words whose nearest neighbours the report lists; empty: the 10 most frequent
+    analogies: str | None  # a questions-words.txt file (": section", then "a b c d" lines); null: none
 
 
 class ImdbDataParams(Section):
@@ -573,23 +559,18 @@ class ImdbDataParams(Section):
 
 
 class SentimentParams(LoopParams):
-    """A GRU/LSTM sentiment classifier over word embeddings (models/classify.py).
+    """A GRU/LSTM sentiment classifier over word embeddings (models/classify.py)."""
 
-    The defaults are those of Abrahams et al. (2016, ch. 6): GRU 300, RMSProp 0.002, batch 20.
-    """
-
-    cell: CellName = "gru"  # gru | lstm, or a variant of models/cells.py
-    emb_dim: int = Field(300, ge=1)  # must equal the width of `embeddings` when given
-    hidden: int = Field(300, ge=1)
-    layers: int = Field(1, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the embeddings and before the output layer
-    readout: Literal["last", "mean", "max"] = "last"  # last relevant output (Abrahams et al.) | mean/max pooling
-    embeddings: str | None = None  # .npy of our vocabulary (artifacts/skipgram) or word2vec/GloVe text; null: random
-    freeze_embeddings: bool = False
-    batch_size: int = Field(20, ge=1)
-    eval_batch_size: int = Field(100, ge=1)
-    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "rmsprop"
-    lr: float = Field(0.002, gt=0.0)
+    cell: CellName  # gru | lstm, or a variant of models/cells.py
+    emb_dim: int = Field(ge=1)  # must equal the width of `embeddings` when given
+    hidden: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)  # on the embeddings and before the output layer
+    readout: Literal["last", "mean", "max"]  # last relevant output (Abrahams et al.) | mean/max pooling
+    embeddings: str | None  # .npy of our vocabulary (artifacts/skipgram) or word2vec/GloVe text; null: random
+    freeze_embeddings: bool
+    batch_size: int = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)
 
 
 class LmclassParams(Section):
@@ -615,15 +596,13 @@ class OcrTaskParams(LoopParams):
     After Abrahams et al. (2016, ch. 6).
     """
 
-    hidden: int = Field(300, ge=1)
-    layers: int = Field(1, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    bidirectional: bool = True
-    compare: bool = True  # also train the unidirectional twin: the DVC plot of their per-letter errors
-    batch_size: int = Field(10, ge=1)
-    eval_batch_size: int = Field(500, ge=1)
-    optimizer: Literal["adam", "rmsprop", "adadelta", "sgd"] = "rmsprop"
-    lr: float = Field(0.002, gt=0.0)
+    hidden: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    bidirectional: bool
+    compare: bool  # also train the unidirectional twin: the DVC plot of their per-letter errors
+    batch_size: int = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)
 
 
 # --- the file ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from bench.harness import section
 from flows.common import tokenizer_settings
 from models import checkpoint as ckpt
 from models.config import ModelConfig, ModelConfigError, default_cutoffs
@@ -22,7 +23,7 @@ from models.rnn import RNNLanguageModel
 from models.sampling import LanguageModel
 from models.trainer import Trainer
 from ops.cli import main as cli_main
-from pipeline.params import TrainParams, read_params
+from pipeline.params import read_params
 from pipeline.vocab import PAD, Vocab
 from tests.support import deterministic
 
@@ -43,7 +44,7 @@ SMALL = {
 def make(root: Path, out: Path, run: dict[str, Any] | None = None, **over: Any) -> Trainer:
     vocab = Vocab.load(root / "data/vocab/word.json")
     run = run or {"fingerprint": "adaptive", "tokenizer": None, "vocab_path": "v"}
-    p = TrainParams(**{**SMALL, **over})
+    p = section("train.word", **{**SMALL, **over})
     return lm_trainer(p, root / "data/windows/word", out, vocab, run, key="train.word")
 
 
@@ -51,7 +52,7 @@ def test_log_probabilities_are_exact_sum_to_one_and_match_torchs_layer() -> None
     torch.manual_seed(0)
     V = 37
     model = RNNLanguageModel(
-        ModelConfig(V, "lstm", emb_dim=16, hidden=32, layers=2, output="adaptive", cutoffs=(5, 15))
+        ModelConfig(V, "lstm", 16, 32, layers=2, dropout=0.0, tie_weights=False, output="adaptive", cutoffs=(5, 15))
     )
     model.eval()
     with torch.no_grad():  # make the clusters likely, so that rows' best words are found in the tails
@@ -79,7 +80,7 @@ def test_log_probabilities_are_exact_sum_to_one_and_match_torchs_layer() -> None
 
 def test_cutoffs_are_checked_and_tied_weights_are_refused_naming_the_key(lm_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="must be increasing ids"):
-        TrainParams(output="adaptive", cutoffs=(10, 5))
+        section("train.word", output="adaptive", cutoffs=(10, 5))
     with pytest.raises(ModelConfigError, match=r"train\.word: tie_weights: true needs output: full"):
         make(lm_data, tmp_path, emb_dim=32, tie_weights=True)
     with pytest.raises(ModelConfigError, match=r"train\.word: cutoffs \[5, 100\] do not fit a vocabulary of 49"):

@@ -210,7 +210,7 @@ def test_a_two_process_checkpoint_resumes_with_two_exactly_and_with_one_closely(
     for k in whole["model"]:
         assert torch.equal(same["model"][k], whole["model"][k]), k
     other = ckpt.load(runs / "resume-one")  # epoch 1 by 2 processes, epoch 2 by 1
-    assert other["history"][0] == whole["history"][0] and other["world_size"] == 1
+    assert deterministic(other["history"])[0] == deterministic(whole["history"])[0] and other["world_size"] == 1
     _assert_close_history(other["history"], whole["history"])
     assert _max_diff(other["model"], whole["model"]) < 1e-3  # Adam steps are at most lr = 3e-3
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench import gpu
-from bench.harness import ROOT
+from bench.harness import ROOT, section
 
 CHECKS = [
     "device: auto",
@@ -90,7 +90,6 @@ def test_a_cuda_checkpoint_loads_and_resumes_on_the_cpu(lm_data: Path, tmp_path:
     from models import checkpoint as ckpt
     from models.lm import lm_trainer
     from models.trainer import Trainer
-    from pipeline.params import TrainParams
     from pipeline.vocab import Vocab
 
     vocab_path = lm_data / "data/vocab/word.json"
@@ -98,7 +97,7 @@ def test_a_cuda_checkpoint_loads_and_resumes_on_the_cpu(lm_data: Path, tmp_path:
     small = {"emb_dim": 8, "hidden": 16, "layers": 1, "batch_size": 8, "bptt": 10, "epoch_size": 4}
 
     def make(device: str, epochs: int) -> Trainer:
-        p = TrainParams(**small, epochs=epochs, device=device)
+        p = section("train.word", **small, epochs=epochs, device=device)
         return lm_trainer(p, lm_data / "data/windows/word", tmp_path, Vocab.load(vocab_path), run)
 
     on_gpu = make("cuda", 1)

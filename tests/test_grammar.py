@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from bench.harness import ROOT
-from pipeline.params import GrammarParams, read_params
+from bench.harness import ROOT, section
+from pipeline.params import read_params
 from pipeline.sources import grammar as gm
 from pipeline.sources.grammar import DEFAULT, Grammar, render
 from pipeline.tokenize import WordTokenizer, char_tokens
@@ -208,7 +208,7 @@ def test_monte_carlo_entropy_matches_oracle_entropy() -> None:
     nats_a, targets_a = np.array(nats), np.array(targets)
     mc = nats_a.sum() / targets_a.sum()
     # The oracle over a generated split (the corpus source's own numbers).
-    batches = list(gm.read(GrammarParams(train_docs=1, valid_docs=6000, test_docs=1)))
+    batches = list(gm.read(section("corpus.grammar", train_docs=1, valid_docs=6000, test_docs=1)))
     valid = [b.filter(b["split"].to_numpy(zero_copy_only=False) == "valid") for b in batches]
     oracle = -sum(b["oracle_logprob"].to_numpy().sum() for b in valid) / sum(
         (b["oracle_tokens"].to_numpy() + 1).sum() for b in valid
@@ -234,7 +234,7 @@ def test_tokenizer_gives_back_the_grammar_tokens() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_generation_is_deterministic_per_split(seed: int) -> None:
-    a = list(gm.read(GrammarParams(seed=seed, train_docs=50, valid_docs=20, test_docs=20)))
-    b = list(gm.read(GrammarParams(seed=seed, train_docs=80, valid_docs=20, test_docs=5)))
+    a = list(gm.read(section("corpus.grammar", seed=seed, train_docs=50, valid_docs=20, test_docs=20)))
+    b = list(gm.read(section("corpus.grammar", seed=seed, train_docs=80, valid_docs=20, test_docs=5)))
     assert a[0].equals(b[0].slice(0, 50))  # growing train keeps its first documents
     assert a[1].equals(b[1])  # valid untouched by other splits' sizes

@@ -31,10 +31,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from bench.harness import SMALL_CORPUS, copy_repo, load_params, merge, run, tool_env, write_params
+from bench.harness import SMALL_CORPUS, copy_repo, load_params, merge, run, section, tool_env, write_params
 from pipeline.corpus import write_documents
 from pipeline.errors import DataError, ParamsError
-from pipeline.params import ArxivParams, OcrParams
+from pipeline.params import ArxivParams
 from pipeline.sources import arxiv, dumpfiles, ocr
 from pipeline.sources import wikipedia as wiki
 from tests.httpserver import HTTPTestServer
@@ -202,7 +202,7 @@ def test_a_damaged_download_is_fetched_again_but_a_local_file_is_not(tmp_path: P
     www.mkdir()
     (www / "cut.xml.bz2").write_bytes(WIKIPEDIA["truncated bz2"][1])
     with HTTPTestServer(root=www) as srv:
-        params = wiki.WikipediaParams(url=srv.url("cut.xml.bz2"), cache_dir=str(tmp_path / "cache"))
+        params = section("corpus.wikipedia", url=srv.url("cut.xml.bz2"), cache_dir=str(tmp_path / "cache"))
         with pytest.raises(DataError, match=r"delete .*cut\.xml\.bz2 and rerun to download it again") as e:
             list(wiki.read(params))
     assert "local file" not in str(e.value)
@@ -432,9 +432,9 @@ def test_ocr_reader(tmp_path: Path, case: str) -> None:
     good = tmp_path / "good.data.gz"
     good.write_bytes(_gz(_letters(GOOD_WORDS)))
     docs = tmp_path / "docs"
-    write_documents(ocr.read(OcrParams(url=str(good), cache_dir=str(tmp_path / "cache"))), docs, "ocr")
+    write_documents(ocr.read(section("corpus.ocr", url=str(good), cache_dir=str(tmp_path / "cache"))), docs, "ocr")
     before = tree(tmp_path)
-    params = OcrParams(url=str(path), cache_dir=str(tmp_path / "cache"), **overrides)
+    params = section("corpus.ocr", url=str(path), cache_dir=str(tmp_path / "cache"), **overrides)
     with pytest.raises(DataError) as e:
         write_documents(ocr.read(params), docs, "ocr")
     message = str(e.value)
@@ -473,7 +473,9 @@ def _feed(entries: str, *, total: str = "2", start: str = "0", doctype: str = ""
 def _arxiv(tmp_path: Path, body: bytes) -> tuple[HTTPTestServer, ArxivParams]:
     srv = HTTPTestServer()
     srv.route("/api/query", body)
-    return srv, ArxivParams(url="", cache_dir=str(tmp_path / "cache"), delay=0, page_size=10, max_results=10)
+    return srv, section(
+        "corpus.arxiv", url="", cache_dir=str(tmp_path / "cache"), delay=0, page_size=10, max_results=10
+    )
 
 
 @pytest.mark.parametrize("start", ["x1", "²", "9" * 40])
@@ -553,13 +555,12 @@ def test_a_params_error_for_a_huge_value_is_short_and_names_the_key(tmp_path: Pa
 
 
 def test_imdb_folder_review_over_the_cap_is_not_read(tmp_path: Path) -> None:
-    from pipeline.params import ImdbParams
     from pipeline.sources import imdb
 
     folder = tmp_path / "aclImdb" / "train" / "pos"
     folder.mkdir(parents=True)
     (folder / "0_9.txt").write_bytes(b"fine")
     (folder / "1_9.txt").write_bytes(b"y" * 3000)
-    params = ImdbParams(url=str(tmp_path / "aclImdb"), sha256=None, max_review_mb=0.001)
+    params = section("corpus.imdb", url=str(tmp_path / "aclImdb"), sha256=None, max_review_mb=0.001)
     with pytest.raises(DataError, match=r"1_9\.txt: a review of 3000 bytes, over corpus\.imdb\.max_review_mb"):
         pa.concat_tables(imdb.read(params))

@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 import torch
 
+from bench.harness import section
 from models.classify import classification_metrics
 from models.config import ModelConfig
 from models.data import open_array, read_meta
 from models.lm import lm_trainer
 from models.lmclass import class_scores, document_logprobs
 from models.rnn import RNNLanguageModel
-from pipeline.params import TrainParams
 from pipeline.paths import IMDB_DATA
 from pipeline.vocab import EOS, Vocab
 from tests.tasksupport import build_imdb, one_thread  # noqa: F401 (autouse fixture)
 
 # Test-sized class LMs: one pass over each class's ~58k training tokens.
-SMALL = TrainParams(emb_dim=16, hidden=32, layers=1, batch_size=16, bptt=35, lr=0.01, epochs=1, device="cpu")
+SMALL = section(
+    "lmclass.train", emb_dim=16, hidden=32, layers=1, batch_size=16, bptt=35, lr=0.01, epochs=1, device="cpu"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,9 @@ def test_each_class_gets_its_own_windows_with_the_shared_vocabulary(imdb: Path) 
 def test_batched_document_scores_equal_one_review_at_a_time(imdb: Path) -> None:
     torch.manual_seed(0)
     vocab = Vocab.load(imdb / IMDB_DATA.vocab)
-    model = RNNLanguageModel(ModelConfig(len(vocab), "lstm", 8, 16, 1)).eval()
+    model = RNNLanguageModel(
+        ModelConfig(len(vocab), "lstm", 8, 16, 1, dropout=0.0, tie_weights=False, output="full", cutoffs=())
+    ).eval()
     test = imdb / IMDB_DATA.windows / "test"
     padded, lengths = open_array(test, "padded.npy")[:7], np.asarray(open_array(test, "lengths.npy"))[:7]
     total, tokens = document_logprobs(model, padded, lengths, torch.device("cpu"), batch_size=3)

@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from bench.harness import ROOT
+from bench.harness import section
 from flows.common import tokenizer_settings
 from models.config import ModelConfig
 from models.data import IGNORE, Batch, eval_batches, eval_window, read_meta
@@ -22,7 +22,7 @@ from models.evaluate import Scores, lm_loss, score, score_split
 from models.lm import lm_trainer
 from models.rnn import MIB, RNNLanguageModel, detach
 from models.sampling import LanguageModel
-from pipeline.params import LOGITS_MB, EvaluateParams, TrainParams, read_params
+from pipeline.params import read_params
 from pipeline.vocab import Vocab
 
 RUN = {"fingerprint": "budget", "tokenizer": None, "vocab_path": "v"}
@@ -70,20 +70,12 @@ def rows_budget(model: RNNLanguageModel, rows: int) -> float:
     return rows * model.cfg.vocab_size * 4 / MIB
 
 
-def test_one_default_for_the_budget_in_params_yaml_and_pydantic() -> None:
-    params = read_params(ROOT / "params.yaml")
-    assert TrainParams().logits_mb == EvaluateParams().logits_mb == LOGITS_MB == 64
-    assert params.train.word.logits_mb == params.train.char.logits_mb == params.evaluate.logits_mb == LOGITS_MB
-    for level in (params.train.word, params.train.char):  # the output layer's defaults are repeated too
-        assert (level.output, level.cutoffs) == (TrainParams().output, TrainParams().cutoffs) == ("full", None)
-
-
 @pytest.fixture(scope="module")
 def trained(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A briefly trained word model of the default (grammar) corpus, so its top-1 guesses mean something."""
     out = tmp_path_factory.mktemp("budget")
     shape = {"emb_dim": 16, "hidden": 32, "layers": 1}
-    p = TrainParams(**shape, batch_size=16, bptt=20, epochs=1, epoch_size=40, lr=0.01, device="cpu")
+    p = section("train.word", **shape, batch_size=16, bptt=20, epochs=1, epoch_size=40, lr=0.01, device="cpu")
     vocab = Vocab.load(lm_data / "data/vocab/word.json")
     t = lm_trainer(p, lm_data / "data/windows/word", out, vocab, RUN)
     t.fit()
@@ -101,7 +93,7 @@ def test_many_slices_score_the_same_nats_and_hits_as_the_unsliced_code(
     before = old_score(model, batches)
     budget = rows_budget(model, 7)  # 7 rows of logits per slice: hundreds of slices per batch
     assert len(model.slices(torch.zeros(16 * 256, dtype=torch.long), budget)) > 100
-    for logits_mb in (None, budget, LOGITS_MB):
+    for logits_mb in (None, budget, section("evaluate").logits_mb):
         got = score_split(model, mode, lm_data / "data/windows/word", meta, "valid", 16, torch.device("cpu"), logits_mb)
         assert got.tokens == before.tokens and got.correct == before.correct, (mode, logits_mb)
         assert math.isclose(got.nats, before.nats, rel_tol=1e-6), (mode, logits_mb, got.nats, before.nats)
@@ -141,7 +133,9 @@ def test_sliced_training_loss_and_gradients_equal_the_unsliced_ones(output: str,
 
 def test_ignored_rows_count_nothing_whatever_their_inputs() -> None:
     torch.manual_seed(0)
-    model = RNNLanguageModel(ModelConfig(300, "lstm", emb_dim=32, hidden=32, layers=1))
+    model = RNNLanguageModel(
+        ModelConfig(300, "lstm", 32, 32, 1, dropout=0.0, tie_weights=False, output="full", cutoffs=())
+    )
     h, y = torch.randn(40, 32), torch.randint(0, 300, (40,))
     y[5:9] = IGNORE
     h[5:9] = float("nan")  # as F.cross_entropy(ignore_index=IGNORE): loss and h's gradient stay finite
@@ -158,7 +152,9 @@ def test_the_sliced_softmax_loss_follows_autocast() -> None:
     # bf16 autocast as on CUDA (models.device.autocast), here on the CPU, where the recurrent layer
     # gives bf16 outputs: the logits products run in bf16, the loss and the weight gradient in fp32.
     torch.manual_seed(0)
-    model = RNNLanguageModel(ModelConfig(300, "lstm", emb_dim=32, hidden=32, layers=1))
+    model = RNNLanguageModel(
+        ModelConfig(300, "lstm", 32, 32, 1, dropout=0.0, tie_weights=False, output="full", cutoffs=())
+    )
     h0, y = torch.randn(160, 32), torch.randint(0, 300, (160,))
     results = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -182,7 +178,7 @@ def test_no_logits_tensor_exceeds_the_budget_in_training_evaluation_or_scoring(o
     torch.manual_seed(0)
     V = 600
     cutoffs = (60, 200) if output == "adaptive" else ()
-    cfg = ModelConfig(V, "lstm", emb_dim=16, hidden=32, layers=1, output=output, cutoffs=cutoffs)
+    cfg = ModelConfig(V, "lstm", 16, 32, layers=1, dropout=0.0, tie_weights=False, output=output, cutoffs=cutoffs)
     model = RNNLanguageModel(cfg)
     x, y = torch.randint(0, V, (40, 32)), torch.randint(0, V, (40, 32))  # full logits: 3 MB
     budget = 0.1  # MiB
@@ -215,6 +211,7 @@ def test_rnnlab_score_holds_no_more_than_the_budget_and_agrees_with_the_model(lm
     text = "the cat ran . " * 40  # 161 targets
     whole = LanguageModel.load(tmp_path, device="cpu", logits_mb=None).score(text, end=True)
     lm = LanguageModel.load(tmp_path, device="cpu")
+    assert lm.logits_mb == p.logits_mb  # by default, the budget the checkpoint was trained with
     lm.logits_mb = rows_budget(lm.model, 5)
     with LargestLogits({lm.model.cfg.vocab_size}) as seen:
         sliced = lm.score(text, end=True)

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import run_data_stages, write_params
+from bench.harness import run_data_stages, section, write_params
 from models.lm import lm_trainer
-from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 
 SHORT = {"hidden": 64, "layers": 1, "lr": 0.01, "epochs": 1, "epoch_size": 40, "device": "cpu"}
 TRAIN = {
-    "word": TrainParams(cell="lstm", emb_dim=32, batch_size=16, bptt=35, **SHORT),
-    "char": TrainParams(cell="gru", emb_dim=16, batch_size=32, bptt=64, **SHORT),
+    "word": section("train.word", cell="lstm", emb_dim=32, batch_size=16, bptt=35, **SHORT),
+    "char": section("train.char", cell="gru", emb_dim=16, batch_size=32, bptt=64, **SHORT),
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.harness import write_params
+from bench.harness import section
 from models.data import IGNORE
 from models.evaluate import lm_loss
 from models.ocr import Labeller, LabellerConfig, OcrTask, SequenceLabeller
@@ -19,8 +19,8 @@ from pipeline.errors import DataError
 from pipeline.io import read_json
 from pipeline.ocr import data as ocr_data
 from pipeline.ocr.table import load_split
-from pipeline.params import OcrTaskParams
 from pipeline.paths import OCR_DOCS, OCR_METRICS
+from pipeline.sources.ocr import PIXELS, write_params
 from tests.tasksupport import letter_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = {
@@ -46,7 +46,7 @@ def ocr(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _trainer(root: Path, out: Path, bidirectional: bool) -> Trainer:
-    p = OcrTaskParams(**SMALL)
+    p = section("ocr", **SMALL)
     return Trainer(lambda d: OcrTask(p, root / OCR_DOCS, d, bidirectional=bidirectional), p, out, "test")
 
 
@@ -81,7 +81,7 @@ def test_bidirectional_beats_unidirectional_where_right_context_decides(ocr: Pat
 
 def test_padded_frames_count_nowhere() -> None:
     torch.manual_seed(0)
-    model = SequenceLabeller(LabellerConfig(classes=5, hidden=8)).eval()
+    model = SequenceLabeller(LabellerConfig(5, PIXELS, hidden=8, layers=1, bidirectional=True, dropout=0.0)).eval()
     x = torch.rand(6, 3, 128)  # (T, B, 128)
     lengths = torch.tensor([6, 2, 4])
     y = torch.randint(0, 5, (6, 3))
@@ -109,4 +109,4 @@ def test_a_test_letter_never_seen_in_training_is_named(tmp_path: Path) -> None:
     with contextlib.chdir(tmp_path):
         ocr_data.run("params.yaml")
         with pytest.raises(DataError, match=r"test has letters \['Q'\] that the train split never shows"):
-            OcrTask(OcrTaskParams(**SMALL), OCR_DOCS, torch.device("cpu")).evaluate("test")
+            OcrTask(section("ocr", **SMALL), OCR_DOCS, torch.device("cpu")).evaluate("test")

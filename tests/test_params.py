@@ -11,7 +11,7 @@ from bench.harness import ROOT, merge, write_params
 from bench.harness import load_params as raw_params
 from pipeline import params as P
 from pipeline.errors import ParamsError
-from pipeline.params import Params, load_params, lookup, read_params, validate
+from pipeline.params import Params, load_params, read_params, validate
 
 
 def test_repo_params_are_valid() -> None:
@@ -77,55 +77,31 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         read_params(tmp_path / "params.yaml")
 
 
-# --- params.yaml is the only source of defaults ------------------------------------------------
-
-# Sections made of sections, and the file itself: no value of their own, so a key missing from
-# params.yaml is an error that names it rather than a second opinion in the code.
-WHOLE_SECTIONS = (
-    *(P.Params, P.CorpusParams, P.TokenizeParams, P.VocabParams, P.WindowsLevels, P.TrainLevels),
-    *(P.SampleLevels, P.NgramLevels, P.ImdbDataParams, P.LmclassParams, P.OcrDataParams),
-)
-
-# The models that tests and benches build with a few values changed keep defaults. Each default must
-# equal params.yaml's value in the model's reference section, except the keys listed here, which
-# params.yaml sets per section on purpose (the run length and size of a CPU-sized default run).
-REFERENCE: dict[type[BaseModel], tuple[str, set[str]]] = {
-    P.GrammarParams: ("corpus.grammar", set()),
-    P.TextParams: ("corpus.text", set()),
-    P.WikipediaParams: ("corpus.wikipedia", set()),
-    P.ArxivParams: ("corpus.arxiv", set()),
-    P.ImdbParams: ("corpus.imdb", set()),
-    P.OcrParams: ("corpus.ocr", set()),
-    P.WordTokenizeParams: ("imdb_data.tokenize", set()),
-    P.CharTokenizeParams: ("tokenize.char", set()),
-    P.VocabLevelParams: ("vocab.word", set()),
-    P.WindowsParams: ("windows.word", set()),
-    P.PreprocessParams: ("preprocess", set()),
-    P.TrainParams: ("train.word", {"lr", "emb_dim", "checkpoint_every"}),
-    P.EvaluateParams: ("evaluate", set()),
-    P.SampleParams: ("sample.word", set()),
-    P.RetrainParams: ("retrain", set()),
-    P.ScheduleParams: ("schedule", set()),
-    P.NgramParams: ("ngram.word", set()),
-    P.SkipgramParams: ("skipgram", {"epochs", "epoch_size"}),
-    P.SentimentParams: ("sentiment", {"epochs", "checkpoint_every"}),
-    P.OcrTaskParams: ("ocr", {"checkpoint_every"}),
-}
+# --- params.yaml is the only source of values ---------------------------------------------------
 
 
-def test_whole_sections_have_no_defaults() -> None:
-    for model in WHOLE_SECTIONS:
+def sections() -> set[type[BaseModel]]:
+    """Every params model: every Section subclass (Params, the file's, is one), however deep."""
+    found: set[type[BaseModel]] = set()
+    todo: list[type[BaseModel]] = [P.Section]
+    while todo:
+        model = todo.pop()
+        if model not in found:
+            found.add(model)
+            todo.extend(model.__subclasses__())
+    return found
+
+
+def test_no_params_model_has_a_code_default() -> None:
+    models = sections()
+    assert {P.TrainParams, P.DownloadParams, P.WikipediaParams, P.LoopParams, P.DistributedParams} <= models
+    for model in models:
         defaults = [name for name, f in model.model_fields.items() if not f.is_required()]
         assert not defaults, f"{model.__name__} has code defaults for {defaults}; params.yaml must give them"
 
 
-def test_code_defaults_equal_params_yaml() -> None:
-    params = read_params(ROOT / "params.yaml")
-    for model, (key, per_section) in REFERENCE.items():
-        section = lookup(params, key)
-        assert isinstance(section, model), f"{key} is not a {model.__name__}"
-        for name, field in model.model_fields.items():
-            if field.is_required() or name in per_section:
-                continue
-            default, value = field.get_default(call_default_factory=True), getattr(section, name)
-            assert default == value, f"{model.__name__}.{name}: code {default!r}, params.yaml {key}.{name}: {value!r}"
+def test_a_key_left_out_of_params_yaml_is_named() -> None:
+    raw = raw_params()
+    del raw["lmclass"]["train"]["logits_mb"]
+    with pytest.raises(ParamsError, match=r"lmclass\.train\.logits_mb: missing; add it to params\.yaml"):
+        validate(raw)

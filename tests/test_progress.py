@@ -209,11 +209,11 @@ def test_evaluation_counts_its_batches_before_it_starts(lm_data: Path, mode: str
 def test_training_progress_covers_every_epoch_and_a_resumed_run_starts_at_its_step(
     lm_data: Path, tmp_path: Path
 ) -> None:
+    from bench.harness import section
     from models.lm import lm_trainer
-    from pipeline.params import TrainParams
     from pipeline.vocab import Vocab
 
-    p = TrainParams(emb_dim=8, hidden=16, batch_size=8, bptt=10, epochs=3, epoch_size=5, checkpoint_every=5)
+    p = section("train.word", emb_dim=8, hidden=16, batch_size=8, bptt=10, epochs=3, epoch_size=5, checkpoint_every=5)
     vocab = Vocab.load(lm_data / "data/vocab/word.json")
     run = {"fingerprint": "progress-test", "tokenizer": None, "vocab_path": "v"}
 

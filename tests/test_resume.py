@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 from models.device import set_threads
 from models.lm import lm_trainer
-from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
+from bench.harness import section
 
 set_threads(1)
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
-p = TrainParams(emb_dim=16, hidden=96, layers=2, dropout=0.3, batch_size=16, bptt=20, lr=0.003,
-                epochs=3, epoch_size=30, checkpoint_every=4, seed=7, device="cpu")
+p = section("train.word", emb_dim=16, hidden=96, layers=2, dropout=0.3, batch_size=16, bptt=20, lr=0.003,
+            epochs=3, epoch_size=30, checkpoint_every=4, seed=7, device="cpu")
 run = {"fingerprint": "resume-test", "tokenizer": None, "vocab_path": "v"}
 lm_trainer(p, data / "data/windows/word", out, Vocab.load(data / "data/vocab/word.json"), run).fit()
 """

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from bench.harness import section
 from models.classify import Classifier, SentimentTask, initial_embeddings, readout
 from models.trainer import Trainer
 from ops.cli import main as cli
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import read_json
-from pipeline.params import SentimentParams, read_params
+from pipeline.params import read_params
 from pipeline.paths import IMDB_DATA
 from pipeline.textdata import check_classes
 from pipeline.vectors import save_embeddings
@@ -51,7 +52,7 @@ def imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _task(root: Path, device: torch.device = CPU, **over: object) -> SentimentTask:
-    p = SentimentParams(**{**SMALL, **over})
+    p = section("sentiment", **{**SMALL, **over})
     return SentimentTask(
         p,
         root / IMDB_DATA.windows,
@@ -77,7 +78,7 @@ def test_the_stage_wrote_labelled_padded_rows(imdb: Path) -> None:
 
 @pytest.mark.parametrize("how", ["last", "mean"])
 def test_both_readouts_learn_above_chance_on_the_test_split(imdb: Path, tmp_path: Path, how: str) -> None:
-    p = SentimentParams(**{**SMALL, "readout": how})
+    p = section("sentiment", **{**SMALL, "readout": how})
     t = Trainer(lambda d: _task(imdb, d, readout=how), p, tmp_path, "test")
     t.fit()
     m = t.task.evaluate("test")
@@ -105,7 +106,7 @@ def test_embeddings_from_skipgram_or_a_text_file_and_their_errors(imdb: Path, tm
     (tmp_path / "glove.txt").write_text("great 1 2 3 4\nAwful -1 -2 -3 -4\nnotaword 9 9 9 9\n", encoding="utf-8")
     matrix, found, info = initial_embeddings(tmp_path / "glove.txt", vocab, "v", emb_dim=4)
     assert info["found"] == 2 and info["oov"] == len(vocab) - 3 - 2
-    p = SentimentParams(**{**SMALL, "emb_dim": 4, "freeze_embeddings": True})
+    p = section("sentiment", **{**SMALL, "emb_dim": 4, "freeze_embeddings": True})
     t2 = SentimentTask(
         p, imdb / IMDB_DATA.windows, vocab, torch.device("cpu"), vocab_path="v", embeddings=(matrix, found, info)
     )
@@ -136,7 +137,7 @@ def test_empty_classes_and_missing_labels_are_named(imdb: Path, tmp_path: Path) 
     np.save(copy / "train" / "labels.npy", np.zeros_like(labels))
     with pytest.raises(DataError, match=r"train: class 'pos' has no rows here"):
         SentimentTask(
-            SentimentParams(**SMALL), copy, Vocab.load(imdb / IMDB_DATA.vocab), torch.device("cpu"), vocab_path="v"
+            section("sentiment", **SMALL), copy, Vocab.load(imdb / IMDB_DATA.vocab), torch.device("cpu"), vocab_path="v"
         )
 
 
@@ -148,7 +149,7 @@ def test_params_defaults_are_a_300_unit_gru_with_rmsprop_and_the_last_readout() 
 
 def test_cli_classify_uses_the_checkpoint(imdb: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt_dir = imdb / "artifacts" / "sentiment" / "checkpoints"
-    p = SentimentParams(**{**SMALL, "epochs": 1})
+    p = section("sentiment", **{**SMALL, "epochs": 1})
     with contextlib.chdir(imdb):
         Trainer(lambda d: _task(imdb, d, epochs=1), p, ckpt_dir, "cli").fit()
         clf = Classifier.load(ckpt_dir)

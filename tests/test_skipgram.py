@@ -16,19 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness import reference_pairs
+from bench.harness import reference_pairs, section
 from models.skipgram import SkipgramTask, analogy_accuracy, nearest
 from models.trainer import Trainer
 from ops.cli import main as cli
 from pipeline.errors import DataError
-from pipeline.params import (
-    SkipgramParams,
-    TextParams,
-    VocabLevelParams,
-    WikipediaParams,
-    WindowsParams,
-    WordTokenizeParams,
-)
 from pipeline.paths import TextDataset
 from pipeline.skipgram.pairs import PassPlan, clip_ids, keep_probabilities, noise_distribution, stream_counts
 from pipeline.sources import text, wikipedia
@@ -124,14 +116,15 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TextDataset, list
     root = tmp_path_factory.mktemp("planted")
     (root / "corpus.txt").write_text("\n".join(lines) + "\n")
     where = TextDataset(root / "data")
-    source = text.read(TextParams(train=str(root / "corpus.txt"), holdout=0.1))
-    windows = WindowsParams(modes=("stream",))
-    build_text_dataset(source, where, "word", WordTokenizeParams(), VocabLevelParams(), windows, "planted")
+    source = text.read(section("corpus.text", train=str(root / "corpus.txt"), holdout=0.1))
+    windows = section("windows.word", modes=("stream",))
+    words = section("imdb_data.tokenize")  # Abrahams et al.'s rule
+    build_text_dataset(source, where, "word", words, section("vocab.word"), windows, "planted")
     return where, groups
 
 
 def _trainer(where: TextDataset, out: Path, **over: object) -> Trainer:
-    p = SkipgramParams(**{**SMALL, **over})
+    p = section("skipgram", **{**SMALL, **over})
     vocab = Vocab.load(where.vocab)
     return Trainer(
         lambda d: SkipgramTask(p, where.windows, vocab, d, vocab_path=str(where.vocab)),
@@ -160,7 +153,7 @@ def test_planted_neighbours_are_found(planted: tuple[TextDataset, list[list[str]
 def test_batches_are_a_pure_function_of_the_step(planted: tuple[TextDataset, list[list[str]]]) -> None:
     where, _ = planted
     vocab = Vocab.load(where.vocab)
-    p = SkipgramParams(**SMALL)
+    p = section("skipgram", **SMALL)
     a = SkipgramTask(p, where.windows, vocab, torch.device("cpu"), vocab_path="v")
     b = SkipgramTask(p, where.windows, vocab, torch.device("cpu"), vocab_path="v")
     steps = [0, 5, a.steps_per_pass + 3, 2 * a.steps_per_pass, 1]  # across passes, out of order
@@ -172,14 +165,16 @@ def test_batches_are_a_pure_function_of_the_step(planted: tuple[TextDataset, lis
 
 def test_loss_falls_on_the_real_wikipedia_fragment(shared_data: Path, tmp_path: Path) -> None:
     where = TextDataset(tmp_path / "data")
-    src = WikipediaParams(url=str(shared_data / "wikipedia-xml" / ENWIKI), holdout=0.05, cache_dir=str(tmp_path))
+    src = section(
+        "corpus.wikipedia", url=str(shared_data / "wikipedia-xml" / ENWIKI), holdout=0.05, cache_dir=str(tmp_path)
+    )
     build_text_dataset(
         wikipedia.read(src),
         where,
         "word",
-        WordTokenizeParams(),
-        VocabLevelParams(max_size=5000),
-        WindowsParams(modes=("stream",)),
+        section("imdb_data.tokenize"),  # Abrahams et al.'s rule
+        section("vocab.word", max_size=5000),
+        section("windows.word", modes=("stream",)),
         "enwiki fragment",
     )
     t = _trainer(
@@ -197,7 +192,7 @@ def test_bad_data_is_named(tmp_path: Path, planted: tuple[TextDataset, list[list
     where, _ = planted
     other = Vocab("word", ("<pad>", "<unk>", "<eos>", "x"), (0, 0, 0, 1))
     with pytest.raises(DataError, match="encoded with another vocabulary"):
-        SkipgramTask(SkipgramParams(**SMALL), where.windows, other, torch.device("cpu"), vocab_path="v")
+        SkipgramTask(section("skipgram", **SMALL), where.windows, other, torch.device("cpu"), vocab_path="v")
 
 
 # --- vectors on disk, neighbours, analogies -----------------------------------------------------

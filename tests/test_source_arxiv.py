@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from bench.harness import section
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import ArxivParams
 from pipeline.sources import arxiv
@@ -38,7 +39,7 @@ def server():
 def _params(srv: HTTPTestServer, tmp_path: Path, **kw) -> ArxivParams:
     kw.setdefault("page_size", 10)
     kw.setdefault("max_results", 100)
-    return ArxivParams(url=srv.url(PATH), cache_dir=str(tmp_path / "cache"), delay=0, **kw)
+    return section("corpus.arxiv", url=srv.url(PATH), cache_dir=str(tmp_path / "cache"), delay=0, **kw)
 
 
 def _serve_pages(srv: HTTPTestServer, atom: Path) -> None:

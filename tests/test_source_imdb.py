@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from bench.harness import section
 from pipeline.errors import DataError
-from pipeline.params import ImdbParams
 from pipeline.sources import imdb
 from tests.httpserver import HTTPTestServer
 
@@ -43,7 +43,7 @@ def archive(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _read(url: str | Path, tmp_path: Path, **kw) -> pa.Table:
     kw.setdefault("sha256", None)
-    params = ImdbParams(url=str(url), cache_dir=str(tmp_path / "cache"), **kw)
+    params = section("corpus.imdb", url=str(url), cache_dir=str(tmp_path / "cache"), **kw)
     return pa.concat_tables(imdb.read(params))
 
 

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.harness import section
 from pipeline.corpus import write_documents
 from pipeline.errors import DataError, ParamsError
-from pipeline.params import OcrParams
 from pipeline.sources import ocr
 from tests.httpserver import HTTPTestServer
 
@@ -52,7 +52,7 @@ def _write(path: Path, lines: list[str], gz: bool) -> Path:
 
 
 def _read(path: Path, tmp_path: Path, **kw) -> pa.Table:
-    params = OcrParams(url=str(path), cache_dir=str(tmp_path / "cache"), **kw)
+    params = section("corpus.ocr", url=str(path), cache_dir=str(tmp_path / "cache"), **kw)
     return pa.concat_tables(ocr.read(params))
 
 
@@ -148,7 +148,7 @@ def test_over_http_and_through_the_corpus_stage_writer(tmp_path):
     www.mkdir()
     _write(www / "letter.data.gz", lines, gz=True)
     with HTTPTestServer(root=www) as srv:
-        params = OcrParams(url=srv.url("letter.data.gz"), cache_dir=str(tmp_path / "cache"))
+        params = section("corpus.ocr", url=srv.url("letter.data.gz"), cache_dir=str(tmp_path / "cache"))
         stats = write_documents(ocr.read(params), tmp_path / "docs", "source 'ocr'")
     assert {k: v["docs"] for k, v in stats.items()} == {"train": 2, "valid": 1, "test": 1}
     table = pq.read_table(tmp_path / "docs")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from bench.harness import section
 from pipeline.errors import DataError
-from pipeline.params import WikipediaParams
 from pipeline.sources import dumpfiles, wikimarkup
 from pipeline.sources import wikipedia as wiki
 from tests.httpserver import HTTPTestServer
@@ -303,7 +303,7 @@ def _table(tables: list[pa.Table]) -> pa.Table:
 def test_read_over_http_with_splits_and_cache(dumps, enwiki, tmp_path):
     cache = tmp_path / "cache"
     with HTTPTestServer(root=dumps) as srv:
-        params = WikipediaParams(url=srv.url(ENWIKI), cache_dir=str(cache), holdout=0.1, seed=3)
+        params = section("corpus.wikipedia", url=srv.url(ENWIKI), cache_dir=str(cache), holdout=0.1, seed=3)
         table = _table(list(wiki.read(params)))
         assert srv.count(f"/{ENWIKI}") == 1
         again = _table(list(wiki.read(params)))
@@ -325,13 +325,15 @@ def test_read_over_http_with_splits_and_cache(dumps, enwiki, tmp_path):
 def test_read_multistream_via_index_url(dumps, enwiki, tmp_path):
     dump, index, _ = _multistream(dumps / ENWIKI, tmp_path / "www" if (tmp_path / "www").mkdir() is None else None)
     with HTTPTestServer(root=tmp_path / "www") as srv:
-        params = WikipediaParams(url=srv.url(dump.name), index_url=srv.url(index.name), cache_dir=str(tmp_path / "c"))
+        params = section(
+            "corpus.wikipedia", url=srv.url(dump.name), index_url=srv.url(index.name), cache_dir=str(tmp_path / "c")
+        )
         table = _table(list(wiki.read(params)))
     assert table["text"].to_pylist() == [a.text for a in enwiki]
 
 
 def test_read_reports_a_404(tmp_path):
     with HTTPTestServer(root=tmp_path) as srv:
-        params = WikipediaParams(url=srv.url("nope.xml.bz2"), cache_dir=str(tmp_path / "c"))
+        params = section("corpus.wikipedia", url=srv.url("nope.xml.bz2"), cache_dir=str(tmp_path / "c"))
         with pytest.raises(DataError, match="HTTP 404"):
             list(wiki.read(params))

@@ -11,15 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from bench.harness import copy_repo, run, tool_env, write_params
+from bench.harness import copy_repo, run, section, tool_env, write_params
 from pipeline.corpus import write_documents
 from pipeline.errors import DataError
-from pipeline.params import TextParams
 from pipeline.sources import text
 
 
 def _read(**kw: object) -> pa.Table:
-    return pa.concat_tables(text.read(TextParams(**kw)))
+    return pa.concat_tables(text.read(section("corpus.text", **kw)))
 
 
 def _count(table: pa.Table, split: str) -> int:
@@ -89,15 +88,17 @@ def test_empty_corpus_and_missing_splits_are_clear_errors(tmp_path: Path) -> Non
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n\n")
     with pytest.raises(DataError, match="produced no documents; check its path"):
-        write_documents(text.read(TextParams(train=str(empty))), tmp_path / "docs", "source 'text'")
+        write_documents(text.read(section("corpus.text", train=str(empty))), tmp_path / "docs", "source 'text'")
     one = tmp_path / "one.txt"
     one.write_text("only one document\n")
     with pytest.raises(DataError, match=r"no documents for split\(s\) valid, test \(read 1 document: train 1\)") as e:
-        write_documents(text.read(TextParams(train=str(one), holdout=0.0)), tmp_path / "docs", "source 'text'")
+        write_documents(
+            text.read(section("corpus.text", train=str(one), holdout=0.0)), tmp_path / "docs", "source 'text'"
+        )
     assert "--valid/--test" in str(e.value) and "raise corpus.text.holdout" in str(e.value)
     one.write_text("ab\n")  # by characters: one each for valid and test would leave none for train
     with pytest.raises(DataError, match=r"one.txt: 2 characters in 1 document are too few to hold out valid and test"):
-        write_documents(text.read(TextParams(train=str(one))), tmp_path / "docs", "source 'text'")
+        write_documents(text.read(section("corpus.text", train=str(one))), tmp_path / "docs", "source 'text'")
     assert not (tmp_path / "docs").exists()  # nothing half-written
     with pytest.raises(DataError, match="no such file or directory"):
         _read(train=str(tmp_path / "missing.txt"))
@@ -260,5 +261,5 @@ def test_a_byte_order_mark_is_not_text(tmp_path: Path) -> None:
     whole = tmp_path / "docs"
     whole.mkdir()
     (whole / "a.txt").write_bytes("\ufeffOne document.\n".encode())
-    p = TextParams(train=str(whole), unit="file", valid=str(whole), test=str(whole))
+    p = section("corpus.text", train=str(whole), unit="file", valid=str(whole), test=str(whole))
     assert [doc for _, doc in text.iter_documents(whole, p)] == ["One document.\n"]

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.harness import load_params as raw_params
-from bench.harness import merge
+from bench.harness import merge, section
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import sha256_file
-from pipeline.params import WordTokenizeParams, validate
+from pipeline.params import validate
 from pipeline.shards import ShardWriter
 from pipeline.tokenize import (
     CJK,
@@ -37,7 +37,7 @@ from pipeline.tokenize import (
 )
 from pipeline.vocab import TOKENS_REQUIRED
 
-WORD_PATTERN = WordTokenizeParams().pattern  # the default word pattern
+WORD_PATTERN = section("imdb_data.tokenize").pattern  # Abrahams et al.'s rule
 
 
 def reference(pattern: str, lines: list[str], lowercase: bool = True) -> list[list[str]]:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 
+from bench.harness import section
 from models import checkpoint as ckpt
 from models.data import IGNORE
 from models.evaluate import lm_loss
 from models.lm import lm_trainer
 from models.trainer import Trainer, TrainingDiverged, clip_gradients
-from pipeline.params import TrainParams
 from pipeline.vocab import Vocab
 from tests.support import deterministic
 
@@ -27,7 +27,7 @@ SMALL = {"emb_dim": 8, "hidden": 16, "layers": 1, "batch_size": 8, "bptt": 10, "
 
 
 def make(root: Path, out: Path, level: str = "word", run: dict[str, Any] = RUN, **over: Any) -> Trainer:
-    p = TrainParams(**{**SMALL, **over})
+    p = section("train.word", **{**SMALL, **over})
     vocab = Vocab.load(root / f"data/vocab/{level}.json")
     return lm_trainer(p, root / f"data/windows/{level}", out, vocab, run)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from bench.harness import copy_repo, run, tool_env, write_params
+from bench.harness import copy_repo, run, section, tool_env, write_params
 from pipeline.errors import DataError
 from pipeline.io import read_json
-from pipeline.params import SPECIALS, VocabLevelParams, WindowsParams
+from pipeline.params import SPECIALS
 from pipeline.shards import ShardWriter
 from pipeline.tokenize import TOKENS_SCHEMA
 from pipeline.vocab import EOS, PAD, UNK, Vocab, build_vocab, count_tokens, oov_metrics, write_vocab
@@ -80,7 +80,7 @@ def test_windows_layout(tmp_path: Path) -> None:
     tokens = token_shards(tmp_path / "t", DOCS, label=["neg", "pos", "pos", "neg", "pos"])
     counts, docs = count_tokens(tokens)
     vocab = build_vocab("word", counts["train"], 100, 1, docs["train"])
-    cfg = WindowsParams(length=4, stride=3, max_length=4, unit="document")
+    cfg = section("windows.word", length=4, stride=3, max_length=4, unit="document")
     meta = build("word", cfg, tokens, vocab, tmp_path / "w")
     enc = vocab.encode
     train = tmp_path / "w" / "train"
@@ -117,7 +117,7 @@ def test_only_requested_modes_and_sentences(tmp_path: Path) -> None:
     tokens = token_shards(tmp_path / "t", DOCS)
     counts, docs = count_tokens(tokens)
     vocab = build_vocab("word", counts["train"], 100, 1, docs["train"])
-    cfg = WindowsParams(modes=("window", "padded"), length=2, unit="sentence", max_length=8)
+    cfg = section("windows.word", modes=("window", "padded"), length=2, unit="sentence", max_length=8)
     build("word", cfg, tokens, vocab, tmp_path / "w")
     test = tmp_path / "w" / "test"
     assert sorted(p.name for p in test.iterdir()) == ["doc_ids.npy", "lengths.npy", "padded.npy", "windows.npy"]
@@ -130,7 +130,7 @@ def test_window_longer_than_stream_is_a_clear_error(tmp_path: Path) -> None:
     counts, docs = count_tokens(tokens)
     vocab = build_vocab("word", counts["train"], 100, 1, docs["train"])
     with pytest.raises(DataError, match=r"windows.word.length=9 is longer than the test stream \(8 tokens"):
-        build("word", WindowsParams(length=9), tokens, vocab, tmp_path / "w")
+        build("word", section("windows.word", length=9), tokens, vocab, tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 
@@ -139,7 +139,7 @@ def test_missing_split_is_a_clear_error(tmp_path: Path) -> None:
     counts, docs = count_tokens(tokens)
     vocab = build_vocab("word", counts["train"], 100, 1, docs["train"])
     with pytest.raises(DataError, match="no valid documents"):
-        build("word", WindowsParams(length=2), tokens, vocab, tmp_path / "w")
+        build("word", section("windows.word", length=2), tokens, vocab, tmp_path / "w")
     no_train = token_shards(tmp_path / "t2", [d for d in DOCS if d[0] != "train"])
     with pytest.raises(DataError, match="no train documents"):
         count_tokens(no_train)
@@ -151,20 +151,20 @@ def test_missing_split_is_a_clear_error(tmp_path: Path) -> None:
 def test_min_count_above_every_count_is_refused(tmp_path: Path) -> None:
     counts, docs = count_tokens(token_shards(tmp_path / "t", DOCS))
     with pytest.raises(DataError) as e:
-        write_vocab("word", counts, docs, VocabLevelParams(min_count=4), tmp_path)
+        write_vocab("word", counts, docs, section("vocab.word", min_count=4), tmp_path)
     message = str(e.value)
     assert "vocab.word.min_count is 4" in message and "3 train documents" in message
     assert "11 tokens of 7 types, the most frequent seen 3 times" in message
     assert "lower vocab.word.min_count to 3 or less" in message
     assert not (tmp_path / "data").exists()  # neither the vocabulary nor its metrics
-    assert len(write_vocab("word", counts, docs, VocabLevelParams(min_count=3), tmp_path)) == len(SPECIALS) + 1
+    assert len(write_vocab("word", counts, docs, section("vocab.word", min_count=3), tmp_path)) == len(SPECIALS) + 1
 
 
 def test_a_pattern_that_finds_no_token_is_refused(tmp_path: Path) -> None:
     shards = token_shards(tmp_path / "t", [("train", []), ("train", ["<unk>"]), ("valid", ["a"]), ("test", [])])
     counts, docs = count_tokens(shards)
     with pytest.raises(DataError, match=r"vocab \(word\): tokenize.word.pattern found no token besides .* in 2 train"):
-        write_vocab("word", counts, docs, VocabLevelParams(), tmp_path)
+        write_vocab("word", counts, docs, section("vocab.word"), tmp_path)
     assert not (tmp_path / "data").exists()
 
 
