@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.harness import section
+from bench.harness import section, write_params
 from models.data import IGNORE
 from models.evaluate import lm_loss
 from models.ocr import Labeller, LabellerConfig, OcrTask, SequenceLabeller
@@ -20,7 +20,7 @@ from pipeline.io import read_json
 from pipeline.ocr import data as ocr_data
 from pipeline.ocr.table import load_split
 from pipeline.paths import OCR_DOCS, OCR_METRICS
-from pipeline.sources.ocr import PIXELS, write_params
+from pipeline.sources.ocr import PIXELS
 from tests.tasksupport import letter_data, one_thread  # noqa: F401 (autouse fixture)
 
 SMALL = {
