@@ -31,8 +31,11 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/rnnlab repro
 
+# Two pytest-xdist workers: a test file stays on one worker (its module fixtures are built once).
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-test chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # ruff: the rules and the formatter's settings are in pyproject.toml; CI runs this before the tests.
 lint: $(VENV)/.installed-test
@@ -40,7 +43,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/pytest -m 'not slow'
+	$(BIN)/pytest -m 'not slow' -n $(TEST_WORKERS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.tokenizer

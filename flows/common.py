@@ -327,8 +327,16 @@ class QuietPrefectLogs(logging.Filter):
 
 def quiet_prefect_logs() -> None:
     """Put QuietPrefectLogs on every handler of the root, Prefect's and httpx's loggers (once), and
-    have Prefect's console print its lines above any progress bar (``BesideBars``)."""
+    have Prefect's console print its lines above any progress bar (``BesideBars``).
+
+    Also the standard library's production setting ``logging.raiseExceptions = False``: a handler
+    that cannot emit stays silent. Prefect's API log worker honours it; otherwise, when the server
+    dies, it writes "--- Error logging to API ---" on stderr before ``rnnlab repro`` (or the flow's
+    own client) says in one line what happened to the server.
+    """
     from prefect.logging.handlers import PrefectConsoleHandler
+
+    logging.raiseExceptions = False
 
     loggers = [logging.getLogger()] + [
         logging.getLogger(name)

@@ -6,6 +6,7 @@ is in bench/harness.py.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -47,3 +48,43 @@ def train_word_model(fingerprint: str) -> None:
     }
     vocab = Vocab.load(paths.vocab("word"))
     lm_trainer(p.train.word, paths.windows("word"), paths.checkpoints("word"), vocab, run).fit()
+
+
+def latest_artifact(key: str, deadline_s: float = 120.0) -> str:
+    """The data of the newest Prefect artifact under ``key``: markdown, a table's JSON, a link's URL.
+
+    Every filter is passed explicitly: prefect 3.8.8's client sends null for missing ones
+    (Artifact.get does too), which its server rejects with a 422. A task's artifact is listed only
+    once the server has recorded its task run, which reaches it as an event, a moment later on a
+    busy machine: poll until it is listed.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from pipeline.procs import WaitError, wait_until
+
+    found: list[Any] = []
+
+    def listed() -> bool:
+        with get_client(sync_client=True) as client:
+            found[:] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
+                offset=0,
+            )
+        return bool(found)
+
+    try:
+        wait_until(f"the Prefect artifact {key!r}", listed, deadline_s)
+    except WaitError:
+        raise AssertionError(f"no artifact with key {key!r} after {deadline_s:.0f} s") from None
+    return found[0].data
+
+
+def latest_table(key: str) -> list[dict[str, Any]]:
+    """The rows of the newest table artifact under ``key`` (Prefect stores a table as JSON)."""
+    return json.loads(latest_artifact(key))

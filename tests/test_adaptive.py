@@ -91,6 +91,7 @@ def test_cutoffs_are_checked_and_tied_weights_are_refused_naming_the_key(lm_data
     assert make(lm_data, tmp_path).task.cfg.cutoffs == default_cutoffs(49)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stream", "window", "padded"])
 def test_adaptive_trains_in_every_mode_and_records_its_output_layer(lm_data: Path, tmp_path: Path, mode: str) -> None:
     t = make(lm_data, tmp_path, mode=mode, cutoffs=(6, 20), epoch_size=15)
@@ -102,6 +103,7 @@ def test_adaptive_trains_in_every_mode_and_records_its_output_layer(lm_data: Pat
     assert c["train"]["output"] == "adaptive" and any(k.startswith("decoder.tail.1.") for k in c["model"])
 
 
+@pytest.mark.slow
 def test_adaptive_resumes_bit_exactly_with_sliced_logits(lm_data: Path, tmp_path: Path) -> None:
     # Dropout, two layers, carried state, and a budget that slices every batch's output layer.
     head_rows = 20 * 8 * 4 / 2**20  # 20 rows of the head's 6 + 2 logits
@@ -140,6 +142,7 @@ def adaptive_ckpt(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
+@pytest.mark.slow
 def test_evaluation_scores_the_exact_log_probabilities(lm_data: Path, adaptive_ckpt: Path) -> None:
     model, vocab, _ = ckpt.load_model(adaptive_ckpt, torch.device("cpu"))
     meta = read_meta(lm_data / "data/windows/word", vocab)
@@ -160,6 +163,7 @@ def test_evaluation_scores_the_exact_log_probabilities(lm_data: Path, adaptive_c
     assert 0 < hits < tokens
 
 
+@pytest.mark.slow
 def test_sampling_completion_and_scoring_use_the_adaptive_distribution(adaptive_ckpt: Path) -> None:
     lm = LanguageModel.load(adaptive_ckpt, device="cpu")
     assert lm.model.adaptive
@@ -190,6 +194,7 @@ def test_sampling_completion_and_scoring_use_the_adaptive_distribution(adaptive_
     assert s["tokens"] == 5 and math.isclose(s["log_prob"], manual, rel_tol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_cli_samples_completes_and_scores_an_adaptive_checkpoint(
     adaptive_ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -203,6 +208,7 @@ def test_the_cli_samples_completes_and_scores_an_adaptive_checkpoint(
     assert s["tokens"] == 4 and s["log_prob"] < 0
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_output_keys_loads_as_a_full_softmax(lm_data: Path, tmp_path: Path) -> None:
     tokenizer = {"level": "word", "pattern": "[a-z]+|[.]", "lowercase": True}
     run = {"fingerprint": "old", "tokenizer": tokenizer, "vocab_path": str(lm_data / "data/vocab/word.json")}

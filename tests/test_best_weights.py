@@ -69,6 +69,7 @@ def test_an_overfitting_run_is_evaluated_with_its_best_epoch_and_stops_early(
     assert all(torch.equal(v, saved["model"][k]) for k, v in lm_.model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_best_weights_resume_exactly(lm_data: Path, tmp_path: Path) -> None:
     """Killed mid-epoch after a best epoch was written, then resumed: both files equal an uninterrupted run's."""
     over = {"epochs": 3, "epoch_size": 6, "checkpoint_every": 4, "lr": 0.05}

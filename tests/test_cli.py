@@ -37,6 +37,7 @@ def test_help_lists_the_commands_and_each_has_help() -> None:
         assert e.value.code == 0
 
 
+@pytest.mark.slow
 def test_sample_complete_and_score_as_text_and_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "sample", "--prime", "the cat", "--count", "2", "--max-tokens", "8", "--top-k", "5")
     assert code == 0 and len(out.splitlines()) == 2 and all(line.startswith("the cat") for line in out.splitlines())
@@ -63,6 +64,7 @@ def test_a_missing_checkpoint_is_a_clear_error(lm_workdir: Path, capsys: pytest.
     assert code == 2 and "no checkpoint here" in json.loads(out)["error"]
 
 
+@pytest.mark.slow
 def test_an_incompatible_checkpoint_is_a_clear_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     Path("junk.pt").write_bytes(b"not a checkpoint at all")
     code, _, err = cli(capsys, "complete", "the", "--checkpoint", "junk.pt")
@@ -84,6 +86,7 @@ def test_an_incompatible_checkpoint_is_a_clear_error(repo: Path, capsys: pytest.
     assert code == 2 and "reshaped.pt: checkpoint does not fit an rnnlab model" in err
 
 
+@pytest.mark.slow
 def test_a_vocabulary_that_does_not_match_is_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "sample", "--vocab", "data/vocab/char.json")
     assert code == 2 and "vocabulary data/vocab/char.json" in err and "does not match the checkpoint's" in err

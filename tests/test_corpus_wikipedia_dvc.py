@@ -25,6 +25,7 @@ def served(shared_data: Path):
         yield srv
 
 
+@pytest.mark.slow
 def test_repro_wikipedia_through_windows(served: HTTPTestServer, tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     cache = tmp_path / "downloads"

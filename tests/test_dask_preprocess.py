@@ -102,6 +102,7 @@ def cluster() -> Iterator[str]:
         yield c.scheduler_address
 
 
+@pytest.mark.slow
 def test_serial_output_equals_the_dvc_stages(serial: Path, dump: tuple[Path, Path], tmp_path: Path) -> None:
     stages = run_data_stages(_params(tmp_path / "stages", dump), windows=False)
     mine = shutil.copytree(serial, tmp_path / "serial")  # the fixture stays as it is for the other tests

@@ -246,6 +246,7 @@ def test_the_train_flow_runs_torchrun_for_nproc_2_and_keeps_the_fingerprint(lm_w
     _assert_close_history(one, two["history"])
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_batch_smaller_than_the_processes_fails_with_the_key(lm_workdir: Path) -> None:
     from pipeline.errors import RnnlabError

@@ -113,6 +113,7 @@ def _within(f: str, d: str) -> bool:
     return f == d or f.startswith(d.rstrip("/") + "/")
 
 
+@pytest.mark.slow
 def test_code_deps_are_exactly_what_each_stage_imports(stages: dict[str, object]) -> None:
     def group(module: str) -> list[str]:
         # The corpus stage imports its source lazily, and `corpus.source` picks any of
@@ -137,6 +138,7 @@ def test_code_deps_are_exactly_what_each_stage_imports(stages: dict[str, object]
         assert not unused, f"{name}: lists deps {unused} that it never imports"
 
 
+@pytest.mark.slow
 def test_sharded_preprocessing_keys_its_pieces_on_all_the_code_it_imports() -> None:
     """pipeline/sharded.py reuses a finished piece only while the code that made it is unchanged."""
     from pipeline import sharded

@@ -37,6 +37,7 @@ def last_line(text: str) -> str:
     return [x for x in text.splitlines() if x.strip()][-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["queue", "start", "-j", "2"], ["exp", "run", "--run-all"]], ids=" ".join)
 def test_queue_workers_without_a_lasting_server_are_refused(args: list[str], tmp_path: Path) -> None:
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"))
@@ -48,6 +49,7 @@ def test_queue_workers_without_a_lasting_server_are_refused(args: list[str], tmp
     assert "make server" in line and "PREFECT_API_URL=http://127.0.0.1:4200/api" in line
 
 
+@pytest.mark.slow
 def test_a_stage_that_refuses_a_user_error_makes_rnnlab_exit_2_with_its_line_last(repo: Path) -> None:
     (repo / "empty.txt").write_text("\n\n\n", encoding="utf-8")  # no documents: the corpus stage refuses it
     corpus = {"corpus": {"source": "text", "text": {"train": "empty.txt"}}}
@@ -62,6 +64,7 @@ def test_a_stage_that_refuses_a_user_error_makes_rnnlab_exit_2_with_its_line_las
     assert "Traceback" not in out and none_left(launched.mark) == []
 
 
+@pytest.mark.slow
 def test_a_failure_of_dvc_itself_keeps_dvcs_exit_code(repo: Path) -> None:
     env = tool_env(PREFECT_HOME=str(repo.parent / "home"), PREFECT_API_URL=NO_SERVER)
     launched = rnnlab(repo, "dvc", "repro", "no-such-stage", env=env)

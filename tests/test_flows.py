@@ -5,48 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
-from prefect.client.schemas.sorting import ArtifactSort
 
 from flows import evaluate, lm, sample, train
 from models import checkpoint as ckpt
 from pipeline import paths
 from pipeline.params import load_params
 from pipeline.paths import checkpoints
-from tests.support import deterministic, run_train
+from tests.support import deterministic, latest_artifact, latest_table, run_train
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def latest_artifact(key: str) -> str:
-    """The data of the newest artifact under ``key``: markdown, a table's JSON, a link's URL.
-
-    Every filter is passed explicitly: prefect 3.8.8's client sends null for missing ones
-    (Artifact.get does too), which its server rejects with a 422.
-    """
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            flow_run_filter=FlowRunFilter(),
-            task_run_filter=TaskRunFilter(),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-            offset=0,
-        )
-    assert found, f"no artifact with key {key!r}"
-    return found[0].data
-
-
-def latest_table(key: str) -> list[dict[str, Any]]:
-    """The rows of the newest table artifact under ``key`` (Prefect stores a table as JSON)."""
-    return json.loads(latest_artifact(key))
-
-
+@pytest.mark.slow
 def test_train_is_cached_on_its_fingerprint_and_recomputes_a_lost_checkpoint(lm_workdir: Path) -> None:
     first = run_train("word")
     assert not first["cached"] and first["sha256"] == ckpt.sha256_file(checkpoints("word") / ckpt.FILE)
@@ -71,6 +44,7 @@ def test_train_is_cached_on_its_fingerprint_and_recomputes_a_lost_checkpoint(lm_
     assert 0 < table[0]["seconds"] < table[1]["seconds"]  # the training wall-clock, cumulative
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_from_its_checkpoint(lm_workdir: Path) -> None:
     from flows.common import lm_fingerprint, tokenizer_settings
     from models.lm import lm_trainer
@@ -93,6 +67,7 @@ def test_a_killed_training_resumes_from_its_checkpoint(lm_workdir: Path) -> None
     assert out["history"][0] == t.history[0]  # epoch 1 was not redone
 
 
+@pytest.mark.slow
 def test_evaluate_and_sample_write_metrics_samples_and_artifacts(lm_workdir: Path) -> None:
     run_train("word")
     cfg = load_params(lm.spec("word").params)
@@ -114,6 +89,7 @@ def test_evaluate_and_sample_write_metrics_samples_and_artifacts(lm_workdir: Pat
     assert "Greedy" in latest_artifact("word-samples")
 
 
+@pytest.mark.slow
 def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm_workdir: Path) -> None:
     out = lm.run("char", "params.yaml")
     art = paths.lm_outputs("char")
@@ -160,6 +136,7 @@ def test_the_lm_flow_writes_every_output_and_dvclive_logs_curves_and_headline(lm
     assert {p: p.read_bytes() for p in art.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_a_promotion_is_published_as_text_and_as_a_table_of_its_numbers() -> None:
     from prefect import flow
 

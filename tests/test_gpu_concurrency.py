@@ -139,6 +139,7 @@ def job(tmp_path: Path, prefect_api: str) -> tuple[list[str], dict[str, str]]:
     ], env
 
 
+@pytest.mark.slow
 def test_without_a_limit_two_gpu_tasks_overlap(
     job: tuple[list[str], dict[str, str]], prefect_api: str, tmp_path: Path
 ) -> None:
@@ -151,6 +152,7 @@ def test_without_a_limit_two_gpu_tasks_overlap(
     assert overlap(a, b), f"expected the unlimited tasks to overlap: {a} {b}"
 
 
+@pytest.mark.slow
 def test_with_limit_1_two_gpu_tasks_take_turns(
     job: tuple[list[str], dict[str, str]], prefect_api: str, tmp_path: Path, gpu_limit: None
 ) -> None:

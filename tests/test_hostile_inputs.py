@@ -183,6 +183,7 @@ WIKIPEDIA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(WIKIPEDIA))
 def test_wikipedia_through_the_corpus_stage(repo: Path, inputs: Path, case: str) -> None:
     name, data, pattern = WIKIPEDIA[case]
@@ -272,6 +273,7 @@ IMDB = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(IMDB))
 def test_imdb_through_the_corpus_stage(repo: Path, inputs: Path, case: str) -> None:
     data, overrides, pattern = IMDB[case]
@@ -334,6 +336,7 @@ PARAMS: dict[str, tuple[Callable[[], bytes] | None, str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(PARAMS))
 def test_params_through_the_corpus_stage(repo: Path, inputs: Path, case: str) -> None:
     make, pattern = PARAMS[case]
@@ -443,6 +446,7 @@ def test_ocr_reader(tmp_path: Path, case: str) -> None:
     assert tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_ocr_data_stage_names_its_own_key(repo: Path, inputs: Path) -> None:
     path = inputs / "letter.data.gz"
     path.write_bytes(OCR["a 1,000-letter word, max_length null"][0])

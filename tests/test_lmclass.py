@@ -60,6 +60,7 @@ def test_batched_document_scores_equal_one_review_at_a_time(imdb: Path) -> None:
         assert total[r] == pytest.approx(float(logp.gather(1, row[:, None]).sum()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_class_lms_classify_test_reviews_above_chance(imdb: Path, tmp_path: Path) -> None:
     vocab = Vocab.load(imdb / IMDB_DATA.vocab)
     models = {}

@@ -103,6 +103,7 @@ def test_a_flow_warning_looks_as_it_did(level: pytest.MonkeyPatch, capsys: pytes
     assert capsys.readouterr().err == "warning: sample.word.prime 'qqq' is not in the vocabulary\n"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_rnnlab_loggers_reach_the_flow_runs_log_in_prefect() -> None:
     # prefect.toml (read from the repository, the tests' working directory) names the loggers.

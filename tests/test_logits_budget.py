@@ -82,6 +82,7 @@ def trained(lm_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return {"model": t.model.eval(), "meta": read_meta(lm_data / "data/windows/word", vocab)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stream", "window", "padded"])
 def test_many_slices_score_the_same_nats_and_hits_as_the_unsliced_code(
     lm_data: Path, trained: dict[str, Any], mode: str
@@ -100,6 +101,7 @@ def test_many_slices_score_the_same_nats_and_hits_as_the_unsliced_code(
     assert 0 < before.correct < before.tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("output", "tie"), [("full", False), ("full", True), ("adaptive", False)])
 def test_sliced_training_loss_and_gradients_equal_the_unsliced_ones(output: str, tie: bool) -> None:
     torch.manual_seed(0)
@@ -173,6 +175,7 @@ def test_the_sliced_softmax_loss_follows_autocast() -> None:
     assert torch.allclose(w16, w32, atol=0.02 * float(w32.abs().max()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_no_logits_tensor_exceeds_the_budget_in_training_evaluation_or_scoring(output: str) -> None:
     torch.manual_seed(0)
@@ -202,6 +205,7 @@ def test_no_logits_tensor_exceeds_the_budget_in_training_evaluation_or_scoring(o
     assert 0 < largest(lambda: model.target_logprobs(h, y.reshape(-1), budget)) <= cap
 
 
+@pytest.mark.slow
 def test_rnnlab_score_holds_no_more_than_the_budget_and_agrees_with_the_model(lm_data: Path, tmp_path: Path) -> None:
     params = read_params(lm_data / "params.yaml")
     vocab = lm_data / "data/vocab/word.json"

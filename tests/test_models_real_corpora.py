@@ -34,6 +34,7 @@ def wikitext(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return run_data_stages(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["word", "char"])
 def test_a_few_steps_on_wikitext_lower_the_held_out_loss(wikitext: Path, tmp_path: Path, level: str) -> None:
     v = Vocab.load(wikitext / f"data/vocab/{level}.json")

@@ -21,6 +21,7 @@ def config(cell: str, **shape: object) -> ModelConfig:
 ALL_CELLS = sorted(CELLS)  # the fused four and models/cells.py's variants
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ALL_CELLS)
 def test_every_cell_shapes_and_learns_a_tiny_batch(cell: str) -> None:
     torch.manual_seed(0)

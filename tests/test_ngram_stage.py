@@ -13,12 +13,12 @@ from models.ngram import KneserNey
 from pipeline import paths
 from pipeline.params import load_params, read_params
 from pipeline.vocab import Vocab
-from tests.support import train_word_model
-from tests.test_flows import latest_table
+from tests.support import latest_table, train_word_model
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.mark.slow
 def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
     oracle = json.loads(paths.ORACLE.read_text())
     for level in ("word", "char"):
@@ -40,6 +40,7 @@ def test_ngram_scores_every_target_beside_the_oracle(lm_workdir: Path) -> None:
     assert [r["split"] for r in table] == ["valid", "test"] and all(r["oracle_gap"] > 0.99 for r in table)
 
 
+@pytest.mark.slow
 def test_evaluate_puts_oracle_ngram_and_rnn_side_by_side(lm_workdir: Path) -> None:
     p = read_params("params.yaml")
     train_word_model("side")

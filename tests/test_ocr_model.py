@@ -60,6 +60,7 @@ def test_the_stage_writes_the_image_table_and_its_metrics(ocr: Path) -> None:
     assert not split.pixels[split.labels < 0].any()  # zero images in the padding
 
 
+@pytest.mark.slow
 def test_bidirectional_beats_unidirectional_where_right_context_decides(ocr: Path, tmp_path: Path) -> None:
     bi = _trainer(ocr, tmp_path / "bi", bidirectional=True)
     uni = _trainer(ocr, tmp_path / "uni", bidirectional=False)

@@ -229,7 +229,7 @@ RECIPES = {"char-text": "char", "word-wikitext": "word"}
 # the sampling params stay the recipe's (and params.yaml's): they are what meets the corpus.
 TINY = {
     "char": ["train.char.epochs=1", "train.char.epoch_size=3", "train.char.hidden=32"],
-    "word": ["train.word.epochs=1", "train.word.epoch_size=3", "train.word.hidden=32", "train.word.emb_dim=16"],
+    "word": ["train.word.epochs=1", "train.word.epoch_size=3", "train.word.hidden=32", "train.word.emb_dim=32"],
 }
 SAMPLE_LINES = 5 + 1  # params.yaml's sample.<level>.count temperature samples, then the greedy line
 

@@ -70,6 +70,7 @@ def sql(database_url: str, query: str) -> list[Any]:
     return asyncio.run(fetch())
 
 
+@pytest.mark.slow
 def test_a_throwaway_cluster_takes_its_password_only_and_leaves_no_process(tmp_path: Path) -> None:
     import asyncpg
 

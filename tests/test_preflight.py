@@ -88,6 +88,7 @@ def test_an_unreadable_checkpoint_is_named_with_the_fix(lm_workdir: Path) -> Non
         check("word")
 
 
+@pytest.mark.slow
 def test_the_stage_refuses_in_one_line_before_any_training(lm_workdir: Path) -> None:
     """The real stage command: exit 2, one `error:` line, no traceback, no checkpoint written."""
     write_params(

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prefect import flow, task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
-from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.common import ProgressArtifact, progress_artifact
 from pipeline import log, paths
 from pipeline.progress import MODE_ENV, SECONDS_ENV, Progress, Snapshot, parquet_rows, parse_line
+from tests.support import latest_artifact
 
 LOGGER = logging.getLogger("rnnlab.tests.progress")
 
@@ -161,21 +159,6 @@ def test_hooks_get_the_start_every_few_seconds_and_the_end_and_a_failing_one_is_
     assert lines == ["x: progress reporting stopped (ConnectionError: the API went away)"]
 
 
-def latest_artifact(key: str) -> str:
-    """The data of the newest artifact under ``key`` (every filter given: see tests/test_flows.py)."""
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            flow_run_filter=FlowRunFilter(),
-            task_run_filter=TaskRunFilter(),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-            offset=0,
-        )
-    assert found, f"no artifact with key {key!r}"
-    return found[0].data
-
-
 # --- the stages and the models -----------------------------------------------------------------
 
 
@@ -206,6 +189,7 @@ def test_evaluation_counts_its_batches_before_it_starts(lm_data: Path, mode: str
         assert counted == sum(1 for _ in eval_batches(mode, folder, batch_size, 35, 17)), (mode, batch_size)
 
 
+@pytest.mark.slow
 def test_training_progress_covers_every_epoch_and_a_resumed_run_starts_at_its_step(
     lm_data: Path, tmp_path: Path
 ) -> None:
@@ -236,6 +220,7 @@ def test_training_progress_covers_every_epoch_and_a_resumed_run_starts_at_its_st
     assert [s.done for s in seen if not s.final] == list(range(5, 16))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_training_run_keeps_a_prefect_progress_artifact(lm_workdir: Path) -> None:
     from tests.support import run_train

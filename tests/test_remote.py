@@ -68,6 +68,7 @@ def test_a_clone_pulls_instead_of_retraining(tmp_path: Path, prefect_api: str) -
     assert (b / "artifacts/word/checkpoints/last.pt").stat().st_mtime_ns == before  # used, not retrained
 
 
+@pytest.mark.slow
 def test_push_without_a_remote_says_how_to_add_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env = tool_env()
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)

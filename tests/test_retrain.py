@@ -127,6 +127,7 @@ def test_an_unreachable_prefect_api_says_what_it_is_and_how_to_start_a_server() 
         serve.check_api(None)
 
 
+@pytest.mark.slow
 def test_serve_without_a_server_prints_one_clean_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=url)

@@ -64,6 +64,7 @@ def test_draw_follows_the_distribution_and_never_picks_a_zero() -> None:
     assert torch.allclose(counts / 20_000, probs, atol=0.015)
 
 
+@pytest.mark.slow
 def test_sampling_is_stateful_and_matches_rerunning_the_prefix(
     word: LanguageModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,12 +96,14 @@ def test_sampling_is_stateful_and_matches_rerunning_the_prefix(
         assert torch.allclose(step_logp[-1], full[i], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_seeds_reproduce_and_differ(word: LanguageModel) -> None:
     a = [word.generate("the", 20, seed=s).text for s in (1, 2, 3)]
     assert a == [word.generate("the", 20, seed=s).text for s in (1, 2, 3)]
     assert len(set(a)) > 1
 
 
+@pytest.mark.slow
 def test_greedy_stops_at_the_chosen_token(word: LanguageModel) -> None:
     g = word.generate("the dog", max_tokens=40, greedy=True, stop=".")
     assert g.tokens[-1] == "." or len(g.tokens) == 40
@@ -117,6 +120,7 @@ def test_greedy_stops_at_the_chosen_token(word: LanguageModel) -> None:
         word.generate("the", greedy=True, stop="zebra")
 
 
+@pytest.mark.slow
 def test_a_sample_without_a_prime_is_never_empty(word: LanguageModel) -> None:
     """A new document starts with a token: <eos> first would only be an empty sample (the preflight
     turns a prime the vocabulary cannot read into "", so this is what such corpora sample)."""
@@ -125,6 +129,7 @@ def test_a_sample_without_a_prime_is_never_empty(word: LanguageModel) -> None:
     assert word.generate("", 10, greedy=True).tokens
 
 
+@pytest.mark.slow
 def test_prime_uses_the_checkpoints_tokenizer(word: LanguageModel, models: dict[str, Path]) -> None:
     assert word.tokenize("The CAT ran, -ship.") == ["the", "cat", "ran", ",", "-", "ship", "."]
     assert word.encode("the cat")[0] == EOS
@@ -133,6 +138,7 @@ def test_prime_uses_the_checkpoints_tokenizer(word: LanguageModel, models: dict[
     assert char.generate("the ", max_tokens=10, seed=0).text.startswith("the ")
 
 
+@pytest.mark.slow
 def test_completion_and_score_agree_with_the_model(word: LanguageModel) -> None:
     top = word.complete("the cat", k=5)
     probs = [p for _, p in top]

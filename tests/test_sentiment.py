@@ -63,6 +63,7 @@ def _task(root: Path, device: torch.device = CPU, **over: object) -> SentimentTa
     )
 
 
+@pytest.mark.slow
 def test_the_stage_wrote_labelled_padded_rows(imdb: Path) -> None:
     stats = read_json(imdb / IMDB_DATA.metrics)
     assert stats["labels"] == {
@@ -76,6 +77,7 @@ def test_the_stage_wrote_labelled_padded_rows(imdb: Path) -> None:
     assert np.bincount(labels).tolist() == [250, 250]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["last", "mean"])
 def test_both_readouts_learn_above_chance_on_the_test_split(imdb: Path, tmp_path: Path, how: str) -> None:
     p = section("sentiment", **{**SMALL, "readout": how})

@@ -36,6 +36,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_rnnlab_server_points_its_ui_at_its_own_port(tmp_path: Path) -> None:
     """`make server PREFECT_PORT=N`: the UI's pages must call the API on N, not Prefect's default :4200."""
     port = free_port()
@@ -64,6 +65,7 @@ def test_rnnlab_server_points_its_ui_at_its_own_port(tmp_path: Path) -> None:
     assert server.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["server"], ["repro"]])
 def test_a_taken_port_is_one_line_saying_what_to_do(command: list[str], taken_port: int, tmp_path: Path) -> None:
     env = tool_env(PREFECT_HOME=str(tmp_path / "home"))
@@ -91,6 +93,7 @@ def test_waits_say_what_they_wait_for_and_give_up_at_the_deadline() -> None:
         wait_until("the moon", lambda: False, 60, say=said.append, alive=lambda: "it set")
 
 
+@pytest.mark.slow
 def test_a_flow_stage_waits_for_its_api_then_says_what_it_waited_for(lm_workdir: Path) -> None:
     """A stage pointed at an API that never answers fails after prefect.toml's deadline (shortened here)."""
     api = f"http://127.0.0.1:{free_port()}/api"

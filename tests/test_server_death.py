@@ -94,7 +94,8 @@ def test_a_killed_server_stops_the_run_with_one_line_naming_the_signal(
         r"stages are kept\)",
         lines[-1],
     ), after
-    assert not [x for x in lines[:-1] if x.startswith(("error:", "ERROR", "rnnlab:"))], after
+    # one line: an epoch that ended as the server died may still report, but nothing else speaks of it
+    assert not [x for x in lines[:-1] if x.startswith(("error:", "ERROR")) or "server" in x.lower()], after
     assert none_left(launched.mark) == []  # the stage is not left retrying the dead API
     assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE
     assert lock_outs(path, DATA_STAGES) == data

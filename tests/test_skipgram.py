@@ -163,6 +163,7 @@ def test_batches_are_a_pure_function_of_the_step(planted: tuple[TextDataset, lis
     assert not torch.equal(a.batch(0)[0], a.batch(a.steps_per_pass)[0])  # a new pass: a new order
 
 
+@pytest.mark.slow
 def test_loss_falls_on_the_real_wikipedia_fragment(shared_data: Path, tmp_path: Path) -> None:
     where = TextDataset(tmp_path / "data")
     src = section(

@@ -65,6 +65,7 @@ def test_exact_counts_per_real_dump(dumps, name):
     assert len(articles) == want["kept"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["bzip2", "thread", "inline"])
 def test_every_decoder_gives_the_same_articles(dumps, enwiki, decoder):
     if decoder == "bzip2" and shutil.which("bzip2") is None:
@@ -193,6 +194,7 @@ def test_truncated_bz2_is_a_clear_error(dumps, tmp_path, decoder):
         list(wiki.iter_articles(stream, source=str(path)))
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_on_a_large_stream():
     """64 MB of XML streamed through iter_articles: RSS must not grow with the input."""
     script = textwrap.dedent(
@@ -261,6 +263,7 @@ def _multistream(src: Path, dest: Path, per_stream: int = 25) -> tuple[Path, Pat
     return dump, index, offsets
 
 
+@pytest.mark.slow
 def test_multistream_ranges_and_pure_range_parsing(dumps, enwiki, tmp_path):
     dump, index, offsets = _multistream(dumps / ENWIKI, tmp_path)
     ranges = list(dumpfiles.stream_ranges(index, dump))
@@ -280,6 +283,7 @@ def test_multistream_ranges_and_pure_range_parsing(dumps, enwiki, tmp_path):
     assert _articles(dump)[0] == enwiki
 
 
+@pytest.mark.slow
 def test_multistream_index_errors(dumps, tmp_path):
     dump, _index, _ = _multistream(dumps / ENWIKI, tmp_path)
     bad = tmp_path / "bad-index.txt"
@@ -300,6 +304,7 @@ def _table(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+@pytest.mark.slow
 def test_read_over_http_with_splits_and_cache(dumps, enwiki, tmp_path):
     cache = tmp_path / "cache"
     with HTTPTestServer(root=dumps) as srv:
@@ -322,6 +327,7 @@ def test_read_over_http_with_splits_and_cache(dumps, enwiki, tmp_path):
     assert head["split"].to_pylist() == splits[:10]
 
 
+@pytest.mark.slow
 def test_read_multistream_via_index_url(dumps, enwiki, tmp_path):
     dump, index, _ = _multistream(dumps / ENWIKI, tmp_path / "www" if (tmp_path / "www").mkdir() is None else None)
     with HTTPTestServer(root=tmp_path / "www") as srv:

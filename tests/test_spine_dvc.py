@@ -25,6 +25,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_repro_builds_every_data_output(repo: Path) -> None:
     out = run(repo, "dvc", "repro", *DATA_STAGES).stdout
     stages = {"corpus"} | {f"{s}@{lvl}" for s in ("tokenize", "vocab", "windows") for lvl in ("word", "char")}
@@ -42,6 +43,7 @@ def test_repro_builds_every_data_output(repo: Path) -> None:
     assert read_json(repo / "data/metrics/vocab-word.json")["splits"]["valid"]["oov_rate"] == 0.0
 
 
+@pytest.mark.slow
 def test_second_repro_does_nothing(repo: Path) -> None:
     write_params(repo / "params.yaml", SMALL_CORPUS)
     run(repo, "dvc", "repro", *DATA_STAGES)
@@ -50,6 +52,7 @@ def test_second_repro_does_nothing(repo: Path) -> None:
     assert "Data and pipelines are up to date" in out
 
 
+@pytest.mark.slow
 def test_changed_window_length_reruns_only_windows(repo: Path) -> None:
     write_params(repo / "params.yaml", SMALL_CORPUS)
     run(repo, "dvc", "repro", *DATA_STAGES)
@@ -63,6 +66,7 @@ def test_changed_window_length_reruns_only_windows(repo: Path) -> None:
     assert np.load(repo / "data/windows/word/train/windows.npy", mmap_mode="r").shape[1] == 21
 
 
+@pytest.mark.slow
 def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     run(repo, "dvc", "repro", *DATA_STAGES)
     before = output_hashes(repo)
@@ -71,6 +75,7 @@ def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     assert any(k.startswith("data/tokens/word/") for k in before) and "data/vocab/word.json" in before
 
 
+@pytest.mark.slow
 def test_stage_error_is_one_clean_message(repo: Path) -> None:
     write_params(repo / "params.yaml", {**SMALL_CORPUS, "windows": {"char": {"length": 10_000}}})
     proc = run(repo, "dvc", "repro", *DATA_STAGES, check=False)

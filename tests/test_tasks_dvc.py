@@ -20,6 +20,7 @@ from tests.tasksupport import IMDB_DATA, letter_data
 TASK_STAGES = {"imdb_data", "sentiment", "lmclass_data", "lmclass", "ocr_data", "ocr"}
 
 
+@pytest.mark.slow
 def test_tasks_pipeline_is_separate_runs_from_the_root_and_is_checked(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     with Repo(str(repo)) as dvc:

@@ -236,6 +236,7 @@ def test_word_cut_moves_forward_to_whitespace_within_the_window() -> None:
     assert text.word_cut(far, 10, len(far)) == 10  # no whitespace within 200 characters: exact
 
 
+@pytest.mark.slow
 def test_corpus_stage_on_a_one_line_book(tmp_path: Path) -> None:
     """The stage itself, as dvc runs it: its metrics say how the splits were made."""
     repo = copy_repo(tmp_path / "repo")

@@ -168,6 +168,7 @@ pieces = st.one_of(st.sampled_from(MIXED), st.characters(exclude_categories=("Cs
 documents = st.lists(pieces, max_size=30).map("".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(documents, min_size=1, max_size=8), st.booleans(), st.booleans())
 def test_unicode_kernel_equals_its_regex_on_mixed_scripts(lines: list[str], lowercase: bool, slice_: bool) -> None:

@@ -65,6 +65,7 @@ def test_clipping_bounds_the_global_norm_or_each_value() -> None:
     assert max(p.grad.abs().max() for p in params) <= 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("optimizer", "mode", "level"),
     [
@@ -83,12 +84,14 @@ def test_each_optimizer_and_mode_trains(lm_data: Path, tmp_path: Path, optimizer
     assert (tmp_path / ckpt.FILE).is_file()
 
 
+@pytest.mark.slow
 def test_plateau_halves_the_lr_when_validation_stalls(lm_data: Path, tmp_path: Path) -> None:
     t = make(lm_data, tmp_path, lr=1e-6, epochs=3, plateau_factor=0.5, plateau_patience=0)
     lrs = [h["lr"] for h in t.fit()]
     assert lrs[0] == 1e-6 and lrs[-1] < lrs[0]
 
 
+@pytest.mark.slow
 def test_checkpoint_is_plain_and_resume_in_process_is_exact(lm_data: Path, tmp_path: Path) -> None:
     whole = make(lm_data, tmp_path / "a", dropout=0.3, layers=2, checkpoint_every=4)
     whole.fit()

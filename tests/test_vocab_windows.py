@@ -168,6 +168,7 @@ def test_a_pattern_that_finds_no_token_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_digits_only_corpus_fails_at_the_vocab_stage(tmp_path: Path) -> None:
     """corpus, tokenize and vocab as dvc runs them: the ASCII word rule finds no token in digits."""
     repo = copy_repo(tmp_path / "repo")

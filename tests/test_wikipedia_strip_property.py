@@ -61,6 +61,7 @@ LEFT = ("{{", "[[", "<ref", "{|")
 PROPERTY = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(wikitext)
 def test_stripper_ends_leaves_no_markup_and_never_grows(text: str) -> None:
@@ -81,6 +82,7 @@ def _mix(*tokens: str, size: int = 25) -> st.SearchStrategy[str]:
     return st.lists(st.sampled_from(tokens), max_size=size).map("".join)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     _mix(
@@ -107,18 +109,21 @@ def test_drop_paired_is_the_regex(text: str) -> None:
     assert wikimarkup._drop_paired(text) == _OLD_PAIRED.sub("", text)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(_mix("[", "]", "//", "http://", "HTTPS://", "mailto:", "e.org", " ", "\t", "\n", "\r", "a", "[//", "x]"))
 def test_external_links_are_the_regex(text: str) -> None:
     assert wikimarkup._external_links(text) == _OLD_EXTERNAL.sub(r"\1", text)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(_mix("(", ")", " ", "\n", "\t", "a", "b c", "\u00a0"))
 def test_pipe_trick_is_the_regex(name: str) -> None:
     assert wikimarkup._pipe_trick(name) == _OLD_PIPE_TRICK.sub("", name)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     _mix("{{", "}}", "{{{", "}}}", "{{{{{", "}}}}}}}", "{", "}", "{|", "|}", "\n{|", "\n|}", "|", "\n", " ", ":", "a")
@@ -127,6 +132,7 @@ def test_strip_nested_is_the_plain_stack(text: str) -> None:
     assert wikimarkup._strip_nested(text) == _reference_strip_nested(text)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     st.lists(
