@@ -169,20 +169,12 @@ def figure(result: dict[str, Any], path: Path) -> None:
 
     ng, rn = result["nanogpt"], result["rnnlab"]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot(
-        [p["seconds"] for p in rn["points"]],
-        [p["valid_loss"] for p in rn["points"]],
-        "o-",
-        ms=3,
-        label="rnnlab recipe char-text (LSTM 1x256)",
-    )
-    ax.plot(
-        [p["seconds"] for p in ng["points"]],
-        [p["val_loss"] for p in ng["points"]],
-        "s-",
-        ms=3,
-        label="nanoGPT CPU recipe (GPT 4x128)",
-    )
+    curves = [  # (run, its loss key, marker, label)
+        (rn, "valid_loss", "o-", "rnnlab recipe char-text (LSTM 1x256)"),
+        (ng, "val_loss", "s-", "nanoGPT CPU recipe (GPT 4x128)"),
+    ]
+    for run, key, marker, label in curves:
+        ax.plot([p["seconds"] for p in run["points"]], [p[key] for p in run["points"]], marker, ms=3, label=label)
     ax.axvline(ng["seconds"], color="gray", lw=0.8, ls=":")
     ax.set_xlabel("training wall time, s (1 thread, shared 2-core machine)")
     ax.set_ylabel("validation loss, nats/char")
