@@ -31,11 +31,12 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/rnnlab repro
 
-# Two pytest-xdist workers: a test file stays on one worker (its module fixtures are built once).
+# pytest-xdist workers: a test file stays on one worker (its module fixtures are built once), and the
+# files start in the order tests/conftest.py gives (the longest first), not by their number of tests.
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed-test chromium
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff: the rules and the formatter's settings are in pyproject.toml; CI runs this before the tests.
 lint: $(VENV)/.installed-test

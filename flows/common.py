@@ -239,10 +239,25 @@ def stage_main(doc: str | None, argv: Sequence[str] | None, body: Callable[..., 
     args = stage.parser(doc, level=level).parse_args(argv)
     set_threads()
     quiet_prefect_logs()
-    return stage.run(
-        lambda: stop_as_stage(lambda: body(args.level, args.params) if level else body(args.params)),
-        setup=wait_for_prefect,
-    )
+    call = (lambda: body(args.level, args.params)) if level else (lambda: body(args.params))
+    return stage.run(lambda: stop_as_stage(lambda: without_heartbeats(call)), setup=wait_for_prefect)
+
+
+HEARTBEATS = "flows.heartbeat_frequency"  # seconds between a flow run's heartbeats; None: none
+
+
+def without_heartbeats(call: Callable[[], object]) -> None:
+    """``call()`` with Prefect's flow-run heartbeats off (``flows.heartbeat_frequency`` None).
+
+    Heartbeats let a server-side automation mark a silent deployment run as crashed; a stage's flows
+    run under DVC, never from a deployment (a served retraining run keeps them: it is not a stage).
+    Prefect's heartbeat thread sleeps in one-second steps, and each flow run's end waits for it: about
+    1 s per flow run, five in an lm stage. prefect.toml cannot say None (TOML has no null).
+    """
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={HEARTBEATS: None}):
+        call()
 
 
 def wait_for_prefect() -> None:

@@ -18,6 +18,16 @@ from bench.harness import SHARED_DATA, SMALL_CORPUS, run_data_stages, write_para
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="rnnlab-hypothesis-"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """Torch in a test process runs as in a stage: one intra-op thread (models/device.py DEFAULT_THREADS).
+    With two threads, on two cores shared with the other worker and the processes tests start, torch's
+    threads wait on each other: a busy run took tests/test_models_real_corpora.py from 25 s to 690 s."""
+    from models.device import set_threads
+
+    set_threads()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``: real public corpora (see its SOURCES.md). Read only."""
@@ -87,6 +97,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows.common import HEARTBEATS
+
     storage = tmp_path_factory.mktemp("prefect-results")
     # The harness waits 30 s for its server by default: too short on a busy 2-core machine. The same
     # deadline as every other wait for a server (prefect.toml's server.ephemeral.startup_timeout_seconds).
@@ -95,7 +107,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     deadline = get_current_settings().server.ephemeral.startup_timeout_seconds
     with (
         prefect_test_harness(server_startup_timeout=deadline),
-        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}),
+        # Heartbeats off, as in a stage (flows/common.py without_heartbeats): a flow run's end waits for them.
+        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage, HEARTBEATS: None}),
     ):
         yield storage
 
@@ -127,3 +140,29 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(NO_POSTGRES)
     with postgres_cluster(tmp_path_factory.mktemp("postgres")) as url:
         yield url
+
+
+# --- order: the longest files first ---------------------------------------------------------------
+
+# The files that take longest, longest first (per-file sums of `pytest --durations=0`, measured on a
+# quiet 2-core machine). `make test` runs with --no-loadscope-reorder: its workers take whole files
+# in this order, so the long ones start at once and the many short ones fill in at the end. A file
+# missing here only runs later; a stale order costs minutes, never a result.
+LONGEST_FIRST = (
+    "test_stop.py",
+    "test_own_text.py",
+    "test_lm_dvc.py",
+    "test_ssh_remote.py",
+    "test_postgres_server.py",
+    "test_schedule_server.py",
+    "test_tasks_dvc.py",
+    "test_dask_preprocess.py",
+    "test_plots_offline.py",
+    "test_ddp.py",
+    "test_exit_codes.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

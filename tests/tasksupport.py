@@ -5,26 +5,12 @@ right-context-dependent letters."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import torch
 
 from bench.harness import SHARED_DATA, merge, write_params
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Train with one torch thread, as the flows do (models.device.DEFAULT_THREADS): on 2 shared
-    cores, 2 threads ran these tests up to 7x slower when another process was busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 IMDB_SAMPLE = SHARED_DATA / "aclImdb-sample"  # 250 reviews per split and class; read in place
 

@@ -3,8 +3,6 @@ and against step-by-step references written here from the papers' equations."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -18,15 +16,6 @@ def is_lstm(module: nn.Module) -> bool:
 
 
 T, B, IN, H = 5, 3, 4, 6  # steps, batch, input, hidden: small, the loop is exercised, not throughput
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread is faster, and results do not depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _randomize(module: nn.Module, seed: int) -> None:

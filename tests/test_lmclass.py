@@ -17,7 +17,7 @@ from models.lmclass import class_scores, document_logprobs
 from models.rnn import RNNLanguageModel
 from pipeline.paths import IMDB_DATA
 from pipeline.vocab import EOS, Vocab
-from tests.tasksupport import build_imdb, one_thread  # noqa: F401 (autouse fixture)
+from tests.tasksupport import build_imdb
 
 # Test-sized class LMs: one pass over each class's ~58k training tokens.
 SMALL = section(

@@ -21,7 +21,7 @@ from pipeline.ocr import data as ocr_data
 from pipeline.ocr.table import load_split
 from pipeline.paths import OCR_DOCS, OCR_METRICS
 from pipeline.sources.ocr import PIXELS
-from tests.tasksupport import letter_data, one_thread  # noqa: F401 (autouse fixture)
+from tests.tasksupport import letter_data
 
 SMALL = {
     "hidden": 32,

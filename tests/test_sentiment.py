@@ -26,7 +26,7 @@ from pipeline.paths import IMDB_DATA
 from pipeline.textdata import check_classes
 from pipeline.vectors import save_embeddings
 from pipeline.vocab import Vocab
-from tests.tasksupport import build_imdb, one_thread  # noqa: F401 (autouse fixture)
+from tests.tasksupport import build_imdb
 
 # Test-sized: the book's defaults (GRU 300, RMSProp 0.002, batch 20) stay in params.yaml. On 458
 # training reviews a small LSTM with Adam and no LR decay learns in 20 epochs of 23 steps.

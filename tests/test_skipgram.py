@@ -27,7 +27,6 @@ from pipeline.sources import text, wikipedia
 from pipeline.textdata import build_text_dataset
 from pipeline.vectors import align_text_vectors, load_embeddings, save_embeddings, write_word2vec
 from pipeline.vocab import EOS, UNK, Vocab
-from tests.tasksupport import one_thread  # noqa: F401 (autouse fixture)
 
 ENWIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Test-sized model; the data path, pairs, loss and optimizer are the real ones.
