@@ -241,6 +241,6 @@ def test_a_shrunk_recipe_runs_as_a_dvc_experiment_on_a_text_file(tmp_path: Path)
     exps = run(repo, "dvc", "exp", "show", "--json", env=env).stdout
     assert '"tiny"' in exps and "test_bits" in exps
     applied = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))  # dvc exp run writes the workspace
-    assert applied["corpus"]["text"]["train"] == str(text) and applied["train"]["char"]["hidden"] == 16
+    assert applied["corpus"]["text"]["train"] == str(text.resolve()) and applied["train"]["char"]["hidden"] == 16
     recipe = recipes.load_recipe(ROOT / "recipes/char-text.yaml")
     assert applied["train"]["char"]["cell"] == recipe["train.char.cell"]
