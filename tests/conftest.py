@@ -68,6 +68,7 @@ LM_PARAMS = {
     },
     "evaluate": {"batch_size": 16},
     "sample": {"word": {"count": 2, "max_tokens": 12}, "char": {"count": 2, "max_tokens": 30}},
+    "skipgram": {"emb_dim": 16, "negatives": 8, "batch_size": 64, "valid_pairs": 500, "epochs": 2, "epoch_size": 10},
 }
 
 
@@ -157,7 +158,6 @@ LONGEST_FIRST = (
     "test_schedule_server.py",
     "test_tasks_dvc.py",
     "test_dask_preprocess.py",
-    "test_plots_offline.py",
     "test_ddp.py",
     "test_exit_codes.py",
 )
