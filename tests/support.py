@@ -1,4 +1,5 @@
-"""Helpers only tests use: which stages a run ran, a history without its wall-clock, a word model trained.
+"""Helpers only tests use: which stages a run ran, a history without its wall-clock, a word model trained,
+Prefect artifacts, a poll with a deadline, and headless Chromium.
 
 What tests share with the benchmarks (a throwaway copy of the repository, params, data, servers)
 is in bench/harness.py.
@@ -8,7 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def ran(output: str) -> set[str]:
@@ -88,3 +95,45 @@ def latest_artifact(key: str, deadline_s: float = 120.0) -> str:
 def latest_table(key: str) -> list[dict[str, Any]]:
     """The rows of the newest table artifact under ``key`` (Prefect stores a table as JSON)."""
     return json.loads(latest_artifact(key))
+
+
+def wait_for(what: str, check: Any, timeout: float, log: Path | None) -> Any:
+    """Poll ``check`` until it returns something true; fail after ``timeout`` s saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            tail = f"; serve log:\n{log.read_text()[-6000:]}" if log else ""
+            raise AssertionError(f"waited {timeout:.0f} s for {what}, in vain{tail}")
+        time.sleep(1)
+    return found
+
+
+# --- headless Chromium (tests/test_schedule_server.py: the Prefect UI; tests/test_lm_dvc.py: the plots page) ---
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Headless, as root in a container without a GPU or a network.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed: `make test` installs Debian's package "
+    "when run as root with apt (apt-get install chromium); otherwise install it to run this check",
+)
+
+
+def chromium(*args: str, user_data: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],  # type: ignore[list-item]
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -27,8 +27,7 @@ from bench.harness import GIT, PREFECT_HTTP, VENV_BIN, copy_repo, run, tool_env,
 from ops.server import local_server, port_taken
 from pipeline.io import read_json
 from tests.conftest import LM_PARAMS
-from tests.support import ran
-from tests.test_schedule_server import CHROMIUM, chromium, wait_for
+from tests.support import chromium, needs_chromium, ran, wait_for
 
 DATA_STAGES = {"corpus", *(f"{s}@{lvl}" for s in ("tokenize", "vocab", "windows") for lvl in ("word", "char"))}
 MODEL_STAGES = {"lm@word", "lm@char", "skipgram"}
@@ -119,12 +118,6 @@ RENDER_TIMEOUT = 180  # seconds for the page to draw every plot; one load of a f
 # Vega's SVG groups of data marks: lines and bars ("role-mark"), not axes, legends, titles or hover points.
 MARKS = ("mark-line", "mark-rect")
 
-NEEDS_CHROMIUM = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium is not installed: `make test` installs Debian's package "
-    "when run as root with apt (apt-get install chromium); otherwise install it to run this check",
-)
-
 
 def declared(root: Path, dvc_yaml: str = "dvc.yaml") -> dict[str, dict]:
     """The top-level plots of ``dvc_yaml``, by name."""
@@ -156,7 +149,7 @@ def dump_dom(page: Path, user_data: Path) -> str:
 
 
 @pytest.mark.slow
-@NEEDS_CHROMIUM
+@needs_chromium
 def test_the_plots_page_draws_every_declared_plot_offline(built: Built, tmp_path: Path) -> None:
     repo = built.repo
     shown = run(repo, "dvc", "plots", "show")
@@ -202,7 +195,7 @@ def test_the_plots_page_draws_every_declared_plot_offline(built: Built, tmp_path
 
 
 @pytest.mark.slow
-@NEEDS_CHROMIUM
+@needs_chromium
 def test_the_flags_keep_chromium_offline_dvcs_own_page_draws_nothing(built: Built, tmp_path: Path) -> None:
     """The control: DVC's default page loads vega from a CDN, so under the same flags it stays blank."""
     repo = built.repo

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,23 +28,12 @@ from pipeline import paths
 from pipeline.io import sha256_file
 from pipeline.procs import stop as stop_group
 from tests.conftest import LM_PARAMS
+from tests.support import chromium, needs_chromium, wait_for
 
 DEPLOYMENT = "every-few-seconds"
 INTERVAL = 5  # seconds; runs that come due while one is going wait (serve's limit=1)
 RUN_TIMEOUT = 600  # seconds for both runs; ~45 s here
 UI_TIMEOUT = 300  # seconds for the UI to list them; one or two page loads here
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# The flags that work on these machines (../.library/env/machines/python.md), headless.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @dataclass(frozen=True)
@@ -68,17 +55,6 @@ def post(api: str, path: str, body: dict[str, Any]) -> Any:
 def deployment_runs(api: str, deployment_id: str) -> list[dict[str, Any]]:
     body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
     return post(api, "/flow_runs/filter", body)
-
-
-def wait_for(what: str, check: Any, timeout: float, log: Path | None) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``timeout`` s saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            tail = f"; serve log:\n{log.read_text()[-6000:]}" if log else ""
-            raise AssertionError(f"waited {timeout:.0f} s for {what}, in vain{tail}")
-        time.sleep(1)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -185,22 +161,8 @@ def test_two_scheduled_runs_complete_the_first_promotes_the_second_keeps(scenari
     assert post(scenario.api, "/flow_runs/filter", body), "the train stage's flow run is not on the server"
 
 
-def chromium(*args: str, user_data: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],  # type: ignore[list-item]
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium is not installed: `make test` installs Debian's package "
-    "when run as root with apt (apt-get install chromium); otherwise install it to run this check",
-)
+@needs_chromium
 def test_the_ui_shows_the_scheduled_runs(scenario: Scenario, tmp_path: Path) -> None:
     """The server's flow-runs page in headless Chromium lists both scheduled runs; a screenshot is kept."""
     folder = Path(os.environ.get("RNNLAB_TEST_ARTIFACTS") or tmp_path)
