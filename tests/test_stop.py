@@ -29,7 +29,7 @@ from tests.procsupport import STOP_LIMIT, Launched, left, lock_outs, marked, non
 
 RNNLAB = str(VENV_BIN / "rnnlab")
 DATA_STAGES = {"corpus", "tokenize@word", "vocab@word", "windows@word"}
-EPOCH = r"Task run '[\w-]*epoch-\d+' - Finished"  # a training epoch done: the stage is at work
+EPOCH = r"Task run '[\w-]*epoch-(\d+)' - Finished"  # a training epoch done (its number): the stage is at work
 EPOCHS = 30  # of lm@word: each stop below leaves it a few epochs further, and one test trains it to the end
 STOPPED = re.compile(
     r"^rnnlab: (SIGINT|SIGTERM) interrupted stage lm@\w+; DVC, its stages and the Prefect server stopped in "
@@ -195,7 +195,7 @@ def test_a_retraining_run_in_a_script_stops_on_sigint(repo: Repo, prefect_api: s
 
 def first_epoch(output: str) -> int:
     """The number of the first training epoch a run's output shows (each epoch is a task run "epoch-N")."""
-    found = re.search(r"Task run '[\w-]*epoch-(\d+)' - Finished", output)
+    found = re.search(EPOCH, output)
     assert found, output[-6000:]
     return int(found[1])
 
@@ -277,7 +277,7 @@ def test_cancelling_a_served_retraining_run_stops_its_dvc_and_stage(
     resumed = serve.output()[second_at:]
     # Not started over: it trains on from the checkpoint, or (when the cancel came after the last
     # epoch, as on a loaded machine it may) has no epoch left to train.
-    epoch = re.search(r"Task run '[\w-]*epoch-(\d+)' - Finished", resumed)
+    epoch = re.search(EPOCH, resumed)
     assert epoch is None or int(epoch[1]) > 1, resumed[-6000:]
     assert "Task run 'reproduce" in resumed or "Running stage 'lm@word'" in resumed, resumed[-6000:]
     assert requests.get(f"{prefect_api}/health", timeout=10).ok
