@@ -25,6 +25,7 @@ from models.rnn import RNNLanguageModel
 from pipeline import paths
 from pipeline.errors import RnnlabError
 from pipeline.io import atomic_open, sha256_file
+from pipeline.stage import stops_deferred
 from pipeline.vocab import Vocab
 
 FORMAT = "rnnlab-lm/1"  # language models (models/lm.py); every task names its own "rnnlab-<task>/<version>"
@@ -67,9 +68,10 @@ class CheckpointError(RnnlabError):
 
 
 def save(obj: dict[str, Any], path: str | Path) -> str:
-    """Write ``obj`` atomically (temp file + os.replace); return the file's sha256."""
+    """Write ``obj`` atomically (temp file + os.replace); return the file's sha256. A stop signal
+    that arrives while it writes takes effect once the file is whole (``stops_deferred``)."""
     path = Path(path)
-    with atomic_open(path, "wb") as f:
+    with stops_deferred(), atomic_open(path, "wb") as f:
         torch.save(obj, f)
     return sha256_file(path)
 

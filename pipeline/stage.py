@@ -104,18 +104,44 @@ def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
         raise Stopped(signum)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise Stopped while inside; the previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def stops_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside wait until the block has ended, then take effect as
+    they would have (whatever handler was there: ``stop_signals``', Prefect's in a flow run, or none).
+
+    For a write that an exception half-way would turn into another error: ``torch.save`` interrupted
+    inside its zip writer raises a RuntimeError ("unexpected pos"), not the stop. The wait lasts
+    one file write. In the main thread only (the only one Python runs signal handlers in).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in dict.fromkeys(arrived):  # each signal once, in the order they came
+            signal.raise_signal(s)
 
 
 def record_error(line: str) -> bool:

@@ -116,6 +116,8 @@ class CuttingRelay:
             except OSError:  # sshd is gone: so is the link
                 client.close()
                 continue
+            for s in (client, server):  # as ssh itself does: else each small packet waits for a delayed ACK
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._socks += [client, server]
             for src, dst, up in ((client, server, True), (server, client, False)):

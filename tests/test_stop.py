@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,29 @@ def test_a_stage_body_stops_quietly_with_128_plus_the_signal(sig: int) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stdout, proc.stderr) == (128 + sig, "", "")
+
+
+def test_a_stop_during_a_checkpoint_write_takes_effect_once_the_file_is_whole(tmp_path: Path) -> None:
+    """SIGTERM while torch.save writes (sent by an object as it is pickled): the checkpoint is still
+    written whole, then the stage stops quietly. Interrupted inside its zip writer, torch.save raised
+    a RuntimeError instead ("unexpected pos"), which a stop must never become."""
+    path = tmp_path / "last.pt"
+    code = (
+        "import os, signal, sys, torch\n"
+        "from models import checkpoint\n"
+        "from pipeline import stage\n"
+        "class Term:\n"
+        "    def __reduce__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return (int, (0,))\n"
+        "state = {'a': torch.zeros(10**5), 'term': Term(), 'b': torch.ones(10**5)}\n"
+        f"save = lambda: checkpoint.save(state, {str(path)!r})\n"
+        "sys.exit(stage.run(lambda: (save(), print('went on after the stop'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (128 + signal.SIGTERM, "", "")
+    with zipfile.ZipFile(path) as saved:  # torch's format: a zip whose every member reads back whole
+        assert saved.testzip() is None and len(saved.namelist()) >= 4
 
 
 # --- rnnlab repro, make run and retraining, end to end (slow) -----------------------------------
