@@ -93,33 +93,25 @@ def lm_workdir(lm_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One temporary Prefect server for the session, with results (the task cache) in a tmp folder."""
-    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_flows(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Flows called in this process record to the session's real server (``prefect_api``, which
+    stage processes started by tests use too: one server per session), with results (the task
+    cache) in a tmp folder, and heartbeats off as in a stage (flows/common.py without_heartbeats)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.common import HEARTBEATS
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    # The harness waits 30 s for its server by default: too short on a busy 2-core machine. The same
-    # deadline as every other wait for a server (prefect.toml's server.ephemeral.startup_timeout_seconds).
-    from prefect.settings import get_current_settings
-
-    deadline = get_current_settings().server.ephemeral.startup_timeout_seconds
-    with (
-        prefect_test_harness(server_startup_timeout=deadline),
-        # Heartbeats off, as in a stage (flows/common.py without_heartbeats): a flow run's end waits for them.
-        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage, HEARTBEATS: None}),
+    with temporary_settings(
+        {PREFECT_API_URL: prefect_api, PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage, HEARTBEATS: None}
     ):
         yield storage
 
 
-# --- teams: a real Prefect server (tests/test_schedule_server.py, test_gpu_concurrency.py, test_remote.py) ---
-
-
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real ``prefect server`` on 127.0.0.1 for the session; yields its API URL."""
+    """One real ``prefect server`` on 127.0.0.1 for the session (each xdist worker has its own);
+    yields its API URL. Tests where the server itself is the point start their own."""
     from bench.harness import prefect_server
 
     with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api:

@@ -43,7 +43,7 @@ def small_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_an_overfitting_run_is_evaluated_with_its_best_epoch_and_stops_early(
     small_text: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,7 +212,7 @@ def test_sources_that_cannot_be_split_are_params_errors(dump: tuple[Path, Path],
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_the_flow_writes_the_single_process_bytes_and_dvc_repro_goes_on_from_them(
     serial: Path, dump: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -288,7 +288,7 @@ def _install_faults(markers: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_failed_and_killed_tasks_are_retried_and_finished_pieces_are_reused(
     serial: Path, dump: tuple[Path, Path], cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

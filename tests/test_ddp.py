@@ -216,7 +216,7 @@ def test_a_two_process_checkpoint_resumes_with_two_exactly_and_with_one_closely(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_the_train_flow_runs_torchrun_for_nproc_2_and_keeps_the_fingerprint(lm_workdir: Path) -> None:
     from models.lm import lm_trainer
     from pipeline.params import read_params
@@ -247,7 +247,7 @@ def test_the_train_flow_runs_torchrun_for_nproc_2_and_keeps_the_fingerprint(lm_w
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_a_batch_smaller_than_the_processes_fails_with_the_key(lm_workdir: Path) -> None:
     from pipeline.errors import RnnlabError
 

@@ -16,7 +16,7 @@ from pipeline.params import load_params
 from pipeline.paths import checkpoints
 from tests.support import deterministic, latest_artifact, latest_table, run_train
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = pytest.mark.usefixtures("prefect_flows")
 
 
 @pytest.mark.slow

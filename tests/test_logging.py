@@ -104,7 +104,7 @@ def test_a_flow_warning_looks_as_it_did(level: pytest.MonkeyPatch, capsys: pytes
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_rnnlab_loggers_reach_the_flow_runs_log_in_prefect() -> None:
     # prefect.toml (read from the repository, the tests' working directory) names the loggers.
     assert "rnnlab" in get_current_settings().logging.extra_loggers

@@ -15,7 +15,7 @@ from pipeline.params import load_params, read_params
 from pipeline.vocab import Vocab
 from tests.support import latest_table, train_word_model
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = pytest.mark.usefixtures("prefect_flows")
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """``rnnlab recipe`` on a user's own text of every kind: each run works, or refuses before training.
 
-Eight kinds of corpus, built at run time under ``tmp_path`` (each under 1 MB, generated or cut from
-``../shared/data`` read in place), go through the real ``rnnlab recipe char-text FILE`` and
-``rnnlab recipe word-wikitext FILE``: the recipe's tokenizer and sampling settings as shipped, with
-a tiny budget (one epoch of three steps, a small hidden layer). Batch size and bptt stay the
-recipe's too, since checking them against a small corpus is part of what is tested.
+Seven corpora of the kinds users brought (news without a ".", a book on one line, Chinese verse,
+Python source saved on Windows, five lines, mixed scripts, numbers only), built at run time under
+``tmp_path`` (each under 1 MB, generated or cut from ``../shared/data`` read in place), go through
+the real ``rnnlab recipe char-text FILE`` and ``rnnlab recipe word-wikitext FILE``: the recipe's
+tokenizer and sampling settings as shipped, with a tiny budget (one epoch of three steps, a small
+hidden layer). Batch size and bptt stay the recipe's too, since checking them against a small
+corpus is part of what is tested.
 
 Each run either completes (exit 0, ``artifacts/<level>/metrics.json`` with finite perplexities, a
 ``samples.txt`` of non-empty lines) or refuses before training (exit 2, exactly one ``error:`` line
@@ -110,9 +112,10 @@ def cjk(folder: Path) -> Path:
     return _write(folder / "poems.txt", "\n".join(poems) + "\n")
 
 
-def source_code(folder: Path) -> Path:
-    """Python source: the project's own modules (pipeline/, models/, flows/, ops/), read in place and
-    concatenated until about 500 KB."""
+def windows_source(folder: Path) -> Path:
+    """Python source as a Windows editor saves it, CRLF line ends and a UTF-8 byte-order mark: the
+    project's own modules (pipeline/, models/, flows/, ops/), read in place and concatenated until
+    about 500 KB."""
     parts = []
     size = 0
     for path in sorted(
@@ -123,7 +126,7 @@ def source_code(folder: Path) -> Path:
             break
         parts.append(text)
         size += len(text.encode("utf-8"))
-    return _write(folder / "source.py.txt", "".join(parts))
+    return _write(folder / "source.py.txt", "".join(parts), newline="\r\n", bom=True)
 
 
 def five_lines(folder: Path) -> Path:
@@ -136,12 +139,6 @@ def five_lines(folder: Path) -> Path:
         "In the evening the river began, slowly, to fall.\n"
     )
     return _write(folder / "five.txt", text)
-
-
-def crlf_bom(folder: Path) -> Path:
-    """Windows line ends and a UTF-8 byte-order mark: the NLP tutorial's Wikipedia sentences (196 KB)."""
-    text = (SHARED_DATA / "nlptutorial-wiki-en" / "wiki-en-train.txt").read_text(encoding="utf-8")
-    return _write(folder / "windows.txt", text, newline="\r\n", bom=True)
 
 
 # Words of each script, for lines such as a multilingual chat or forum would hold.
@@ -195,9 +192,8 @@ CORPORA: dict[str, Callable[[Path], Path]] = {
     "no-period": no_period,
     "one-line": one_line,
     "cjk": cjk,
-    "source-code": source_code,
+    "windows-source": windows_source,
     "five-lines": five_lines,
-    "crlf-bom": crlf_bom,
     "mixed-scripts": mixed_scripts,
     "digits": digits,
 }
@@ -213,13 +209,13 @@ def test_each_corpus_is_of_its_kind_and_under_a_megabyte(tmp_path: Path) -> None
     text = raw["cjk"].decode("utf-8")
     assert " " not in text and "，" in text and "。" in text and len(raw["cjk"]) > 200_000
     assert raw["five-lines"].count(b"\n") == 5
-    crlf = raw["crlf-bom"]
+    crlf = raw["windows-source"]
     assert crlf.startswith(b"\xef\xbb\xbf") and crlf.count(b"\r\n") == crlf.count(b"\n") > 1000
     mixed = raw["mixed-scripts"].decode("utf-8")
     for char in ("ж", "京", "タ", "서", "ש", "٣", "ï", "\u0301", "😂", "\u200d", "🇫"):
         assert char in mixed, char
     assert set(raw["digits"]) <= set(b"0123456789 \n")
-    ast.parse(raw["source-code"])  # whole modules, one after another: still Python
+    ast.parse(raw["windows-source"])  # whole modules, one after another: still Python (BOM and CRLF too)
 
 
 # --- what each corpus gets -----------------------------------------------------------------------
@@ -268,13 +264,11 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     # line stops at <eos>. At the word level each hanzi is a token (the unicode preset).
     ("cjk", "char-text"): adapts("char", "prime", "greedy_stop"),
     ("cjk", "word-wikitext"): adapts("word", "prime", "greedy_stop"),
-    ("source-code", "char-text"): Expect(),
-    ("source-code", "word-wikitext"): Expect(),
+    ("windows-source", "char-text"): Expect(),
+    ("windows-source", "word-wikitext"): Expect(),
     # About 300 characters and 60 words: refused before training, with the sizes named.
     ("five-lines", "char-text"): too_few_tokens("char", 50, 32 * 51),
     ("five-lines", "word-wikitext"): too_few_tokens("word", 35, 32 * 36),
-    ("crlf-bom", "char-text"): Expect(),
-    ("crlf-bom", "word-wikitext"): Expect(),
     ("mixed-scripts", "char-text"): Expect(),
     ("mixed-scripts", "word-wikitext"): Expect(),
     # No letter and no ".": the prime and the stop token adapt; numbers are the unicode preset's words.

@@ -221,7 +221,7 @@ def test_training_progress_covers_every_epoch_and_a_resumed_run_starts_at_its_st
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_a_training_run_keeps_a_prefect_progress_artifact(lm_workdir: Path) -> None:
     from tests.support import run_train
 
@@ -254,7 +254,7 @@ def test_a_training_run_keeps_a_prefect_progress_artifact(lm_workdir: Path) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_flows")
 def test_a_torchrun_training_reports_its_progress_from_rank_0s_lines(
     lm_workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
