@@ -87,12 +87,20 @@ def copy_repo(dest: Path) -> Path:
     with open(dest / ".git/info/exclude", "a", encoding="utf-8") as f:
         f.write("/.dvc-site/\n/.prefect/\n")
     env = tool_env(PREFECT_HOME=str(dest / ".prefect"))
-    # DVC keeps a per-repo site cache outside the repo by default; keep it in the sandbox.
-    run(dest, "dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site"), env=env)
+    site_cache_inside(dest)
     # One commit, as a clone has: DVCLive reads the baseline commit, `dvc exp run` needs one.
     run(dest, "git", "add", "-A", env=env)
     run(dest, *GIT, "commit", "-qm", "a copy of the project", env=env)
     return dest
+
+
+def site_cache_inside(repo: Path) -> None:
+    """DVC keeps a per-repo site cache outside the repo by default: keep it in the sandbox,
+    ``repo/.dvc-site`` (what ``dvc config --local core.site_cache_dir`` writes, without a dvc process)."""
+    from dvc.config import Config
+
+    with Config(dvc_dir=str(repo / ".dvc")).edit("local") as conf:
+        conf["core"]["site_cache_dir"] = str(repo / ".dvc-site")
 
 
 def run(

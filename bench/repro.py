@@ -74,19 +74,13 @@ def env() -> dict[str, str]:
 
 def checkout(rev: str | None, dest: Path) -> Path:
     """The working tree as a fresh clone would have it (bench.harness.copy_repo), or a clone of ``rev``."""
-    if rev is None:
-        from bench.harness import copy_repo
+    from bench.harness import copy_repo, site_cache_inside
 
+    if rev is None:
         return copy_repo(dest)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
     subprocess.run(["git", "checkout", "-q", rev], cwd=dest, check=True)
-    # DVC's site cache outside the repo would be shared with other runs: keep it in the sandbox.
-    subprocess.run(
-        [str(VENV_BIN / "dvc"), "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site")],
-        cwd=dest,
-        check=True,
-        env=env(),
-    )
+    site_cache_inside(dest)  # shared with other runs otherwise
     return dest
 
 

@@ -72,6 +72,7 @@ from bench.harness import (
     prefect_server,
     processes_under,
     run,
+    site_cache_inside,
     tool_env,
     write_params,
 )
@@ -234,7 +235,7 @@ def prepare_base(folder: Path, api: str) -> Path:
 def clone_workspace(base: Path, dest: Path, env: dict[str, str]) -> Path:
     """``base`` with its data and DVC cache, for one user of it (DVC keeps its site cache inside)."""
     shutil.copytree(base, dest, symlinks=True)
-    run(dest, "dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site"), env=env)
+    site_cache_inside(dest)
     return dest
 
 

@@ -145,12 +145,17 @@ LONGEST_FIRST = (
     "test_stop.py",
     "test_own_text.py",
     "test_lm_dvc.py",
-    "test_ssh_remote.py",
     "test_postgres_server.py",
     "test_schedule_server.py",
     "test_tasks_dvc.py",
+    "test_ssh_remote.py",
     "test_dask_preprocess.py",
     "test_ddp.py",
+    "test_recipes.py",
+    "test_gpu_concurrency.py",
+    "test_spine_dvc.py",
+    "test_resume.py",
+    "test_server.py",
     "test_exit_codes.py",
 )
 

@@ -9,7 +9,10 @@ Repo A reproduces the word model (shrunk) and pushes; the first push is cut mid-
 fails, the next completes, and every object on the remote is checked against its md5 (DVC names
 objects by their hash). A retraining run then promotes the model and pushes the registry over
 SSH. Repo B, a clone, pulls: ``dvc repro`` has nothing to redo, ``dvc status`` is clean, the
-outputs and the registry are A's byte for byte. No dvc or stage process outlives the test.
+outputs and the registry are A's byte for byte, and ``rnnlab sample`` uses the pulled model without
+retraining. No dvc or stage process outlives the test. This is the project's one round trip
+through a remote (a local folder remote is the same DVC code under another filesystem: the
+scheduled retraining of tests/test_schedule_server.py pushes to one).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import GIT, VENV_BIN, copy_repo, processes_under, run, tool_env, write_params
+from bench.harness import GIT, VENV_BIN, copy_repo, processes_under, run, site_cache_inside, tool_env, write_params
 from models import registry
 from models.registry import read_promoted
 from ops.server import STOP_GRACE, free_port
@@ -339,7 +343,7 @@ def test_push_cut_mid_transfer_then_pull_repro_and_registry_over_ssh(
     # 4. A teammate's clone pulls instead of retraining.
     b = tmp_path / "b"
     run(tmp_path, "git", "clone", "-q", str(a), str(b), env=env)
-    run(b, "dvc", "config", "--local", "core.site_cache_dir", str(b / ".dvc-site"), env=env)
+    site_cache_inside(b)
     run(b, "dvc", "remote", "modify", "--local", "team", "keyfile", str(sshd.keyfile), env=env)
     pull_s, pull_up, pull_down = timed(sshd.relay, b, PY, "-m", "ops.remote", "pull", env=env)
     repro = run(b, "dvc", "repro", TARGET, env=env)
@@ -350,6 +354,12 @@ def test_push_cut_mid_transfer_then_pull_repro_and_registry_over_ssh(
         assert tree_md5s(a / folder) == tree_md5s(b / folder), folder
     assert read_promoted(b, "word") == record
     assert sha256_file(b / record["model"] / registry.CHECKPOINT) == record["checkpoint_sha256"]
+    # B samples from the pulled model: used, not retrained.
+    before = {p.name: p.stat().st_mtime_ns for p in (b / "artifacts/word/checkpoints").iterdir()}
+    out = run(b, str(VENV_BIN / "rnnlab"), "sample", "--prime", "the", "--count", "2", "--json", env=env).stdout
+    samples = json.loads(out)["samples"]
+    assert len(samples) == 2 and all(s["text"].startswith("the") for s in samples)
+    assert {p.name: p.stat().st_mtime_ns for p in (b / "artifacts/word/checkpoints").iterdir()} == before
 
     assert not processes_under(a) and not processes_under(b), "a dvc or stage process outlived its command"
     print(

@@ -235,9 +235,11 @@ def first_epoch(output: str) -> int:
 
 
 def _force_training(repo: Repo) -> None:
-    """Make lm@word train again: another seed is another fingerprint (the checkpoint starts over)."""
+    """Make lm@word train again: another seed is another fingerprint (the checkpoint starts over).
+    Eight epochs, not EPOCHS: one stop each, and a run that trains on to the end after it."""
     params = load_params(repo.path / "params.yaml")
     params["train"]["word"]["seed"] += 1
+    params["train"]["word"]["epochs"] = 8
     write_params(repo.path / "params.yaml", {}, base=params)
 
 
