@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -97,6 +98,8 @@ def prefect_flows(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) ->
     """Flows called in this process record to the session's real server (``prefect_api``, which
     stage processes started by tests use too: one server per session), with results (the task
     cache) in a tmp folder, and heartbeats off as in a stage (flows/common.py without_heartbeats)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.common import HEARTBEATS
@@ -106,6 +109,10 @@ def prefect_flows(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) ->
         {PREFECT_API_URL: prefect_api, PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage, HEARTBEATS: None}
     ):
         yield storage
+        # What this process has yet to send goes now, while the server runs (as Prefect's test harness does).
+        with contextlib.suppress(RuntimeError):  # no log was ever sent: no worker to drain
+            APILogWorker.instance().drain()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="session")

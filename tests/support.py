@@ -60,36 +60,33 @@ def train_word_model(fingerprint: str) -> None:
 def latest_artifact(key: str, deadline_s: float = 120.0) -> str:
     """The data of the newest Prefect artifact under ``key``: markdown, a table's JSON, a link's URL.
 
-    Every filter is passed explicitly: prefect 3.8.8's client sends null for missing ones
-    (Artifact.get does too), which its server rejects with a 422. A task's artifact is listed only
-    once the server has recorded its task run, which reaches it as an event, a moment later on a
-    busy machine: poll until it is listed.
+    Asked of the configured API's ``/artifacts/filter`` with the key alone. Prefect 3.8.8's client
+    sends a null for each filter it is not given, which its server rejects with a 422, and empty
+    flow-run and task-run filters join the artifact to its task run: a task's artifact was then listed
+    only once the server had recorded the task run from its events, up to a minute later on a busy
+    machine. An artifact exists as soon as its task has created it (a direct API call); the poll is
+    for a server that stores it a moment later.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, TaskRunFilter
-    from prefect.client.schemas.sorting import ArtifactSort
+    from prefect.settings import get_current_settings
 
+    from bench.harness import PREFECT_HTTP
     from pipeline.procs import WaitError, wait_until
 
+    url = f"{get_current_settings().api.url}/artifacts/filter"
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
     found: list[Any] = []
 
     def listed() -> bool:
-        with get_client(sync_client=True) as client:
-            found[:] = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                flow_run_filter=FlowRunFilter(),
-                task_run_filter=TaskRunFilter(),
-                sort=ArtifactSort.CREATED_DESC,
-                limit=1,
-                offset=0,
-            )
+        r = PREFECT_HTTP.post(url, json=body, timeout=10)
+        r.raise_for_status()
+        found[:] = r.json()
         return bool(found)
 
     try:
         wait_until(f"the Prefect artifact {key!r}", listed, deadline_s)
     except WaitError:
         raise AssertionError(f"no artifact with key {key!r} after {deadline_s:.0f} s") from None
-    return found[0].data
+    return found[0]["data"]
 
 
 def latest_table(key: str) -> list[dict[str, Any]]:
