@@ -108,17 +108,25 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Stopped while inside; the previous handlers come back after."""
+def _stop_handler(handler: Callable[[int, FrameType | None], object]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM while inside, the previous handlers after; in the main thread
+    only (elsewhere nothing changes: Python runs signal handlers in the main thread alone)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, before in previous.items():
+            signal.signal(s, signal.SIG_DFL if before is None else before)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Stopped while inside; the previous handlers come back after."""
+    with _stop_handler(_raise_stopped):
+        yield
 
 
 @contextlib.contextmanager
@@ -130,17 +138,12 @@ def stops_deferred() -> Iterator[None]:
     inside its zip writer raises a RuntimeError ("unexpected pos"), not the stop. The wait lasts
     one file write. In the main thread only (the only one Python runs signal handlers in).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     arrived: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in STOP_SIGNALS}
     try:
-        yield
+        with _stop_handler(lambda signum, _frame: arrived.append(signum)):
+            yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        for s in dict.fromkeys(arrived):  # each signal once, in the order they came
+        for s in dict.fromkeys(arrived):  # each signal once, in the order they came, to the handler now back
             signal.raise_signal(s)
 
 

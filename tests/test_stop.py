@@ -31,7 +31,9 @@ from tests.procsupport import STOP_LIMIT, Launched, left, lock_outs, marked, non
 RNNLAB = str(VENV_BIN / "rnnlab")
 DATA_STAGES = {"corpus", "tokenize@word", "vocab@word", "windows@word"}
 EPOCH = r"Task run '[\w-]*epoch-(\d+)' - Finished"  # a training epoch done (its number): the stage is at work
-EPOCHS = 30  # of lm@word: each stop below leaves it a few epochs further, and one test trains it to the end
+# Epochs of lm@word, which each test trains afresh (a new seed): a stop, sent after the first epoch,
+# lands well before the end even where an epoch takes 0.1 s and the stop 1.6 s.
+EPOCHS = 30
 STOPPED = re.compile(
     r"^rnnlab: (SIGINT|SIGTERM) interrupted stage lm@\w+; (DVC, its stages and the Prefect server|DVC and its stages) "
     r"stopped in [0-9.]+ s\. Finished stages are kept \(dvc\.lock\); `rnnlab repro( lm@word)?` resumes"
@@ -122,6 +124,10 @@ class Repo:
     env: dict[str, str]  # for rnnlab: Prefect's home from the repo's prefect.toml, no API configured
     data: dict[str, list[tuple[str, str]]]  # the data stages' outputs in dvc.lock
 
+    def recording_to(self, api: str, **extra: str) -> dict[str, str]:
+        """The environment for a run that records to ``api`` (the session's server), starting none."""
+        return {**self.env, "PREFECT_API_URL": api, **extra}
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
@@ -171,7 +177,8 @@ def test_a_signal_stops_the_run_in_every_launch_context(
     launch, sig, target = CONTEXTS[context]
     pid_file = tmp_path / "pid"
     command = f"{RNNLAB} repro" + ("" if context == "make-run" else " lm@word")
-    env = repo.env if context in OWN_SERVER else {**repo.env, "PREFECT_API_URL": prefect_api}
+    _force_training(repo)
+    env = repo.env if context in OWN_SERVER else repo.recording_to(prefect_api)
     run_ = Launched.start(launch(command, pid_file), repo.path, env, tmp_path / "out.log")
     run_.wait_for(EPOCH)  # lm@word is training
     pid = int(pid_file.read_text()) if target == "pid" else None
@@ -195,7 +202,8 @@ def test_a_signal_stops_the_run_in_every_launch_context(
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_checkpoint(repo: Repo, prefect_api: str, tmp_path: Path) -> None:
-    env = {**repo.env, "PREFECT_API_URL": prefect_api}  # the session's server: no server start per run
+    _force_training(repo)
+    env = repo.recording_to(prefect_api)  # no server start per run
     first = Launched.start([RNNLAB, "repro", "lm@word"], repo.path, env, tmp_path / "first.log")
     first.wait_for(EPOCH, count=3)
     code, _, _ = first.stop_with(signal.SIGTERM)
@@ -210,8 +218,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(repo: Repo, prefect_api:
 @pytest.mark.slow
 def test_a_retraining_run_in_a_script_stops_on_sigint(repo: Repo, prefect_api: str, tmp_path: Path) -> None:
     """`python -m flows.retrain &` from a script (SIGINT ignored by inheritance): its dvc and stage stop too."""
-    env = {**repo.env, "PREFECT_API_URL": prefect_api}
-    _force_training(repo)
+    env = repo.recording_to(prefect_api)
+    _force_training(repo, epochs=8)  # a retraining run trains, evaluates and promotes: fewer epochs
     pid_file = tmp_path / "pid"
     cmd = ["bash", "-c", f"{VENV_BIN}/python -m flows.retrain --level word & echo $! > {pid_file}; wait $!"]
     run_ = Launched.start(cmd, repo.path, env, tmp_path / "out.log")
@@ -234,12 +242,12 @@ def first_epoch(output: str) -> int:
     return int(found[1])
 
 
-def _force_training(repo: Repo) -> None:
-    """Make lm@word train again: another seed is another fingerprint (the checkpoint starts over).
-    Eight epochs, not EPOCHS: one stop each, and a run that trains on to the end after it."""
+def _force_training(repo: Repo, epochs: int = EPOCHS) -> None:
+    """Make lm@word train again, from its first epoch: another seed is another fingerprint (the
+    checkpoint starts over). Before each stop: what earlier tests trained is no guide to what is left."""
     params = load_params(repo.path / "params.yaml")
     params["train"]["word"]["seed"] += 1
-    params["train"]["word"]["epochs"] = 8
+    params["train"]["word"]["epochs"] = epochs
     write_params(repo.path / "params.yaml", {}, base=params)
 
 
@@ -247,7 +255,7 @@ def _force_training(repo: Repo) -> None:
 def serving(repo: Repo, prefect_api: str, tmp_path: Path) -> Iterator[tuple[Launched, str]]:
     """``python -m ops.serve`` (the retrain deployment, on demand), with SIGINT ignored as a script's
     background job has it; stopped with SIGINT after, which it takes as SIGTERM."""
-    env = {**repo.env, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    env = repo.recording_to(prefect_api, PREFECT_RUNNER_POLL_FREQUENCY="2")
     cmd = ["bash", "-c", f"trap '' INT; exec {VENV_BIN}/python -m ops.serve"]
     serve = Launched.start(cmd, repo.path, env, tmp_path / "serve.log")
     try:
@@ -285,7 +293,7 @@ def test_cancelling_a_served_retraining_run_stops_its_dvc_and_stage(
     """`prefect flow-run cancel` (what the UI's Cancel does): the run shows Cancelled, its dvc and
     stage processes are gone, and the next run resumes the training."""
     serve, deployment = serving
-    _force_training(repo)
+    _force_training(repo, epochs=8)  # the second run trains on to the end
 
     def start_run() -> str:
         r = PREFECT_HTTP.post(f"{prefect_api}/deployments/{deployment}/create_flow_run", json={}, timeout=10)
@@ -294,7 +302,7 @@ def test_cancelling_a_served_retraining_run_stops_its_dvc_and_stage(
 
     first = start_run()
     serve.wait_for(EPOCH)
-    env = {**repo.env, "PREFECT_API_URL": prefect_api}
+    env = repo.recording_to(prefect_api)
     run(repo.path, str(VENV_BIN / "prefect"), "flow-run", "cancel", first, env=env)
     sent = time.monotonic()
     _wait_state(prefect_api, first, {"CANCELLED"}, serve, timeout=120)
